@@ -1,0 +1,167 @@
+"""Job specs: what a job is, validated once at the edge and stored as JSON under ``jobs/<name>``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from .errors import InvalidJobName, InvalidSpec
+from .schedule import Schedule, parse_schedule
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+KINDS = ("shell", "http", "builtin")
+CONCURRENCY = ("forbid", "allow", "replace")
+ON_NODE_LOSS = ("rerun", "skip")
+LEVELS = (1, 2, 3)
+BUILTIN_GROUP = "etcdcron.jobs"
+DEFAULT_STARTING_DEADLINE = 60.0
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid job name, else raise InvalidJobName."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InvalidJobName(f"bad job name {name!r}: must match [a-z0-9][a-z0-9._-]{{0,62}}")
+    return name
+
+
+def builtin_jobs() -> dict[str, Any]:
+    """The builtin jobs installed under the entry-point group ``etcdcron.jobs``, by name."""
+    return {ep.name: ep for ep in entry_points(group=BUILTIN_GROUP)}
+
+
+def load_builtin(name: str) -> Callable[..., Any]:
+    """Import the callable registered as builtin ``name``."""
+    eps = builtin_jobs()
+    if name not in eps:
+        raise InvalidSpec(f"unknown builtin job {name!r} (installed: {', '.join(sorted(eps)) or 'none'})")
+    return eps[name].load()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job. Construct through :func:`make_spec` (validating) or :meth:`from_json` (trusted)."""
+
+    name: str
+    schedule: str
+    kind: str
+    target: str
+    tz: str = "UTC"
+    level: int = 2
+    concurrency: str = "forbid"
+    timeout: float | None = None
+    retries: int = 0
+    starting_deadline: float = DEFAULT_STARTING_DEADLINE
+    jitter: float = 0.0
+    on_node_loss: str = "rerun"
+    args: dict[str, str] = field(default_factory=dict)
+    paused: bool = False
+    # Firings at or before this instant are not due: set on add and on resume, so a new or resumed
+    # job neither catches up nor is reported as having missed what came before it.
+    active_since: float = 0.0
+
+    @property
+    def parsed(self) -> Schedule:
+        return _parsed(self.schedule, self.tz)
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "JobSpec":
+        data = json.loads(raw)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes: Any) -> "JobSpec":
+        return dataclasses.replace(self, **changes)
+
+
+_SCHEDULE_CACHE: dict[tuple[str, str], Schedule] = {}
+
+
+def _parsed(expr: str, tz: str) -> Schedule:
+    key = (expr, tz)
+    sched = _SCHEDULE_CACHE.get(key)
+    if sched is None:
+        sched = _SCHEDULE_CACHE[key] = parse_schedule(expr, tz)
+    return sched
+
+
+def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or value != value or value < 0 or (value == 0 and not allow_zero):
+        raise InvalidSpec(f"bad {name} {value!r}: must be a {'non-negative' if allow_zero else 'positive'} number of seconds")
+
+
+def make_spec(
+    name: str | None,
+    schedule: str,
+    *,
+    builtin: str | None = None,
+    shell: str | None = None,
+    http: str | None = None,
+    tz: str = "UTC",
+    level: int = 2,
+    concurrency: str = "forbid",
+    timeout: float | None = None,
+    retries: int = 0,
+    starting_deadline: float = DEFAULT_STARTING_DEADLINE,
+    jitter: float = 0.0,
+    on_node_loss: str = "rerun",
+    args: dict[str, str] | None = None,
+    active_since: float = 0.0,
+) -> JobSpec:
+    """Validate user input and build a spec; every refusal is one line naming the bad part."""
+    given = [k for k, v in (("builtin", builtin), ("--shell", shell), ("--http", http)) if v]
+    if len(given) != 1:
+        raise InvalidSpec("give exactly one of BUILTIN, --shell CMD or --http URL" + (f" (got {', '.join(given)})" if given else ""))
+    if builtin:
+        kind, target = "builtin", builtin
+        load_builtin(builtin)
+    elif shell:
+        kind, target = "shell", shell
+    else:
+        kind, target = "http", str(http)
+        url = urlparse(target)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise InvalidSpec(f"bad --http URL {target!r}: must be http:// or https:// with a host")
+    if name is None:
+        if kind != "builtin":
+            raise InvalidSpec("--name is required for --shell and --http jobs")
+        name = builtin
+    check_name(name)
+    _parsed(schedule.strip(), tz)
+    if level not in LEVELS:
+        raise InvalidSpec(f"bad --level {level!r}: must be 1, 2 or 3")
+    if concurrency not in CONCURRENCY:
+        raise InvalidSpec(f"bad --concurrency {concurrency!r}: must be one of {', '.join(CONCURRENCY)}")
+    if on_node_loss not in ON_NODE_LOSS:
+        raise InvalidSpec(f"bad --on-node-loss {on_node_loss!r}: must be rerun or skip")
+    _positive("--timeout", timeout)
+    _positive("--starting-deadline", starting_deadline)
+    _positive("--jitter", jitter, allow_zero=True)
+    if not isinstance(retries, int) or retries < 0 or retries > 100:
+        raise InvalidSpec(f"bad --retries {retries!r}: must be an integer from 0 to 100")
+    return JobSpec(
+        name=name, schedule=schedule.strip(), kind=kind, target=target, tz=tz, level=level,
+        concurrency=concurrency, timeout=timeout, retries=retries,
+        starting_deadline=float(starting_deadline), jitter=float(jitter), on_node_loss=on_node_loss,
+        args=dict(args or {}), active_since=active_since,
+    )
+
+
+def parse_args(pairs: list[str]) -> dict[str, str]:
+    """``["days=7", "app=x"]`` -> dict; refuses a pair without ``=`` or with an empty key."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidSpec(f"bad --arg {pair!r}: must be KEY=VALUE")
+        out[key] = value
+    return out

@@ -1,0 +1,75 @@
+"""The etcd keyspace under the prefix, in one place.
+
+    <prefix>/jobs/<name>                 JobSpec JSON
+    <prefix>/nodes/<id>                  node info JSON, on the node's lease
+    <prefix>/leader/<lease hex>          election candidates, on their leases; lowest create revision leads
+    <prefix>/claims/<job>/<slot>         the record of one firing (state, attempt, node, result); no lease
+    <prefix>/running/<job>/<slot>        exists while the claim's run is alive, on the runner's lease
+    <prefix>/control/degrade             reserved for degradation state
+
+Slots are Unix seconds, zero-padded to 12 digits so that keys sort by time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def slot_key(slot: int) -> str:
+    return f"{slot:012d}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "/etcdcron"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", "/" + self.prefix.strip("/") if self.prefix.strip("/") else "")
+
+    @property
+    def root(self) -> str:
+        return self.prefix + "/"
+
+    def job(self, name: str) -> str:
+        return f"{self.prefix}/jobs/{name}"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}/jobs/"
+
+    def node(self, node_id: str) -> str:
+        return f"{self.prefix}/nodes/{node_id}"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}/nodes/"
+
+    def candidate(self, lease: int) -> str:
+        return f"{self.prefix}/leader/{lease:x}"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}/leader/"
+
+    def claim(self, job: str, slot: int) -> str:
+        return f"{self.prefix}/claims/{job}/{slot_key(slot)}"
+
+    def claims(self, job: str | None = None) -> str:
+        return f"{self.prefix}/claims/{job}/" if job else f"{self.prefix}/claims/"
+
+    def running(self, job: str, slot: int) -> str:
+        return f"{self.prefix}/running/{job}/{slot_key(slot)}"
+
+    @property
+    def runnings(self) -> str:
+        return f"{self.prefix}/running/"
+
+    @property
+    def degrade(self) -> str:
+        return f"{self.prefix}/control/degrade"
+
+    def split(self, key: str) -> tuple[str, list[str]]:
+        """``<prefix>/claims/j/000000000060`` -> ``("claims", ["j", "000000000060"])``."""
+        rest = key[len(self.prefix) + 1:]
+        kind, _, tail = rest.partition("/")
+        return kind, tail.split("/") if tail else []

@@ -1,0 +1,420 @@
+"""The etcd adapter: the only module that talks gRPC.
+
+It uses the generated stubs of etcd-sdk-python (``pyetcd.etcdrpc``) directly, so that every call has a
+timeout, every response gives us its revision, and liveness (lease keep-alive, watches) is ours to
+supervise rather than a helper thread's. grpc errors are mapped to :mod:`etcdcron.errors`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+from urllib.parse import urlparse
+
+import grpc
+import structlog
+from pyetcd import etcdrpc
+
+from .errors import StoreCompacted, StoreError, StoreUnavailable
+
+log = structlog.get_logger("etcdcron.store")
+
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+_CHANNEL_OPTIONS = [
+    # Detect a dead or blackholed connection within seconds, not minutes.
+    ("grpc.keepalive_time_ms", 2000),
+    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+@dataclass(frozen=True)
+class KV:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "put" | "delete"
+    kv: KV
+    prev: KV | None
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    ranges: list[list[KV]]
+
+
+def _kv(raw) -> KV:
+    return KV(raw.key.decode(), raw.value, raw.create_revision, raw.mod_revision, raw.version, raw.lease)
+
+
+def _b(s: str | bytes) -> bytes:
+    return s.encode() if isinstance(s, str) else s
+
+
+def prefix_end(prefix: str | bytes) -> bytes:
+    """The range end that selects every key starting with ``prefix``."""
+    p = bytearray(_b(prefix))
+    for i in range(len(p) - 1, -1, -1):
+        if p[i] < 0xFF:
+            p[i] += 1
+            return bytes(p[: i + 1])
+    return b"\0"
+
+
+# --- transaction building blocks -------------------------------------------------------------
+
+_RESULTS = {"==": etcdrpc.Compare.EQUAL, "!=": etcdrpc.Compare.NOT_EQUAL, ">": etcdrpc.Compare.GREATER, "<": etcdrpc.Compare.LESS}
+
+
+def _compare(target: str, key: str, op: str, value) -> "etcdrpc.Compare":
+    c = etcdrpc.Compare(key=_b(key), result=_RESULTS[op])
+    if target == "version":
+        c.target, c.version = etcdrpc.Compare.VERSION, value
+    elif target == "create":
+        c.target, c.create_revision = etcdrpc.Compare.CREATE, value
+    elif target == "mod":
+        c.target, c.mod_revision = etcdrpc.Compare.MOD, value
+    else:
+        c.target, c.value = etcdrpc.Compare.VALUE, _b(value)
+    return c
+
+
+def version(key: str, op: str, value: int):
+    return _compare("version", key, op, value)
+
+
+def create_rev(key: str, op: str, value: int):
+    return _compare("create", key, op, value)
+
+
+def mod_rev(key: str, op: str, value: int):
+    return _compare("mod", key, op, value)
+
+
+def value_is(key: str, value: bytes | str):
+    return _compare("value", key, "==", value)
+
+
+def put(key: str, value: bytes | str, lease: int = 0):
+    return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=_b(key), value=_b(value), lease=lease))
+
+
+def delete(key: str, prefix: bool = False):
+    req = etcdrpc.DeleteRangeRequest(key=_b(key))
+    if prefix:
+        req.range_end = prefix_end(key)
+    return etcdrpc.RequestOp(request_delete_range=req)
+
+
+def get(key: str):
+    return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=_b(key)))
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+def parse_endpoints(spec: str | Sequence[str]) -> list[str]:
+    """``"http://a:2379,http://b:2379"`` -> ``["a:2379", "b:2379"]``."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        url = urlparse(item if "://" in item else "http://" + item)
+        if not url.hostname:
+            raise StoreError(f"bad etcd endpoint {item!r}")
+        out.append(f"{url.hostname}:{url.port or 2379}")
+    if not out:
+        raise StoreError("no etcd endpoint given")
+    return out
+
+
+class EtcdStore:
+    """A small, typed etcd v3 client with a timeout on every call and failover across endpoints."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        timeout: float = 3.0,
+        user: str | None = None,
+        password: str | None = None,
+        ca_cert: str | None = None,
+        cert_key: str | None = None,
+        cert_cert: str | None = None,
+    ) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        self.timeout = timeout
+        self._creds = None
+        if ca_cert:
+            def read(p):
+                return open(p, "rb").read() if p else None
+            self._creds = grpc.ssl_channel_credentials(read(ca_cert), read(cert_key), read(cert_cert))
+        self._user, self._password = user, password
+        self._lock = threading.Lock()
+        self._index = 0
+        self._channel: grpc.Channel | None = None
+        self._metadata: tuple | None = None
+        self._closed = False
+
+    # channel management: one channel at a time; on an unavailable endpoint, the next call tries the next one
+    def _chan(self) -> grpc.Channel:
+        with self._lock:
+            if self._channel is None:
+                target = self.endpoints[self._index % len(self.endpoints)]
+                if self._creds is not None:
+                    self._channel = grpc.secure_channel(target, self._creds, options=_CHANNEL_OPTIONS)
+                else:
+                    self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+                if self._user is not None:
+                    resp = etcdrpc.AuthStub(self._channel).Authenticate(
+                        etcdrpc.AuthenticateRequest(name=self._user, password=self._password or ""), timeout=self.timeout
+                    )
+                    self._metadata = (("token", resp.token),)
+            return self._channel
+
+    def _rotate(self) -> None:
+        with self._lock:
+            if len(self.endpoints) > 1 and self._channel is not None:
+                self._channel.close()
+                self._channel = None
+                self._index += 1
+
+    def _call(self, stub_cls, method: str, request, timeout: float | None = None):
+        try:
+            stub = stub_cls(self._chan())
+            return getattr(stub, method)(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise self._map(exc) from exc
+        except ValueError as exc:  # grpc raises ValueError on a closed channel
+            raise StoreUnavailable(f"etcd channel closed: {exc}") from exc
+
+    def _map(self, exc: grpc.RpcError) -> StoreError:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code in _UNAVAILABLE:
+            self._rotate()
+            return StoreUnavailable(f"etcd unavailable at {','.join(self.endpoints)}: {details}")
+        if details and "compacted" in details:
+            return StoreCompacted(f"etcd: {details}")
+        return StoreError(f"etcd error {code.name if code else ''}: {details}")
+
+    # --- KV
+    def get(self, key: str) -> KV | None:
+        resp = self._call(etcdrpc.KVStub, "Range", etcdrpc.RangeRequest(key=_b(key)))
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    def get_prefix(self, prefix: str, revision: int = 0, limit: int = 0, keys_only: bool = False) -> tuple[list[KV], int]:
+        """Every key under ``prefix`` (at ``revision``, 0 = now), with the revision read at."""
+        req = etcdrpc.RangeRequest(key=_b(prefix), range_end=prefix_end(prefix), revision=revision, limit=limit, keys_only=keys_only)
+        resp = self._call(etcdrpc.KVStub, "Range", req, timeout=max(self.timeout, 10.0))
+        return [_kv(kv) for kv in resp.kvs], resp.header.revision
+
+    def count_prefix(self, prefix: str) -> int:
+        req = etcdrpc.RangeRequest(key=_b(prefix), range_end=prefix_end(prefix), count_only=True)
+        return self._call(etcdrpc.KVStub, "Range", req).count
+
+    def put(self, key: str, value: bytes | str, lease: int = 0) -> int:
+        resp = self._call(etcdrpc.KVStub, "Put", etcdrpc.PutRequest(key=_b(key), value=_b(value), lease=lease))
+        return resp.header.revision
+
+    def delete(self, key: str, prefix: bool = False) -> int:
+        req = etcdrpc.DeleteRangeRequest(key=_b(key))
+        if prefix:
+            req.range_end = prefix_end(key)
+        return self._call(etcdrpc.KVStub, "DeleteRange", req).deleted
+
+    def txn(self, compare: Iterable, success: Iterable = (), failure: Iterable = ()) -> TxnResult:
+        req = etcdrpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+        resp = self._call(etcdrpc.KVStub, "Txn", req)
+        ranges = [[_kv(kv) for kv in r.response_range.kvs] for r in resp.responses if r.WhichOneof("response") == "response_range"]
+        return TxnResult(resp.succeeded, resp.header.revision, ranges)
+
+    def compact(self, revision: int) -> None:
+        self._call(etcdrpc.KVStub, "Compact", etcdrpc.CompactionRequest(revision=revision, physical=True))
+
+    # --- leases
+    def grant(self, ttl: int) -> int:
+        resp = self._call(etcdrpc.LeaseStub, "LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=ttl))
+        if resp.error:
+            raise StoreError(f"lease grant refused: {resp.error}")
+        return resp.ID
+
+    def keepalive(self, lease: int) -> int:
+        """Refresh ``lease`` once; the remaining TTL, <= 0 when the lease is gone."""
+        try:
+            stream = etcdrpc.LeaseStub(self._chan()).LeaseKeepAlive(
+                iter([etcdrpc.LeaseKeepAliveRequest(ID=lease)]), timeout=self.timeout, metadata=self._metadata
+            )
+            for resp in stream:
+                return resp.TTL
+            return 0
+        except grpc.RpcError as exc:
+            raise self._map(exc) from exc
+        except ValueError as exc:
+            raise StoreUnavailable(f"etcd channel closed: {exc}") from exc
+
+    def revoke(self, lease: int) -> None:
+        try:
+            self._call(etcdrpc.LeaseStub, "LeaseRevoke", etcdrpc.LeaseRevokeRequest(ID=lease))
+        except StoreError as exc:
+            if "not found" not in str(exc):
+                raise
+
+    # --- cluster
+    def status(self) -> dict:
+        resp = self._call(etcdrpc.MaintenanceStub, "Status", etcdrpc.StatusRequest())
+        return {"version": resp.version, "db_size": resp.dbSize, "leader": resp.leader,
+                "member": resp.header.member_id, "revision": resp.header.revision, "raft_term": resp.raftTerm}
+
+    def watch(self, prefix: str, start_revision: int, on_events: Callable[[list[Event], int], None],
+              on_reset: Callable[[], int], name: str = "watch") -> "Watch":
+        """Start a supervised watch of ``prefix``; see :class:`Watch`."""
+        w = Watch(self, prefix, start_revision, on_events, on_reset, name)
+        w.start()
+        return w
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+
+
+class Watch:
+    """A watch that survives: it resumes from the last seen ``mod_revision + 1`` after any stream
+    error, and when etcd says that revision is compacted (or cancels the watch) it calls
+    ``on_reset()``, which re-lists and returns the revision to continue from.
+
+    ``on_events(events, revision)`` is called with all events of one response, in order, from the
+    watch thread; it must not block for long.
+    """
+
+    def __init__(self, store: EtcdStore, prefix: str, start_revision: int, on_events, on_reset, name: str) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.next_revision = start_revision
+        self.on_events = on_events
+        self.on_reset = on_reset
+        self.name = name
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._requests: queue.Queue | None = None
+        self._call = None
+        self.resets = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        if self._requests is not None:
+            self._requests.put(None)
+        self._thread.join(timeout=5)
+
+    def _request_iter(self, q: queue.Queue):
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            yield item
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                self._stream_once()
+                backoff = 0.1
+            except StoreCompacted:
+                self._reset("compacted")
+            except Exception as exc:  # noqa: BLE001 - every failure of a stream is retried
+                if self._stop.is_set():
+                    return
+                log.warning("watch.broken", watch=self.name, error=str(exc)[:200], resume_from=self.next_revision)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _reset(self, why: str) -> None:
+        while not self._stop.is_set():
+            try:
+                self.next_revision = self.on_reset() + 1
+                self.resets += 1
+                log.info("watch.relisted", watch=self.name, reason=why, resume_from=self.next_revision)
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.warning("watch.relist_failed", watch=self.name, error=str(exc)[:200])
+                self._stop.wait(0.5)
+
+    def _stream_once(self) -> None:
+        q: queue.Queue = queue.Queue()
+        self._requests = q
+        create = etcdrpc.WatchCreateRequest(
+            key=_b(self.prefix), range_end=prefix_end(self.prefix), start_revision=self.next_revision,
+            prev_kv=True, progress_notify=True,
+        )
+        q.put(etcdrpc.WatchRequest(create_request=create))
+        stub = etcdrpc.WatchStub(self.store._chan())
+        call = stub.Watch(self._request_iter(q), metadata=self.store._metadata)
+        self._call = call
+        try:
+            for resp in call:
+                if self._stop.is_set():
+                    return
+                if resp.compact_revision:
+                    raise StoreCompacted("watch revision compacted", resp.compact_revision)
+                if resp.canceled:
+                    if "compacted" in resp.cancel_reason:
+                        raise StoreCompacted(resp.cancel_reason)
+                    raise StoreError(f"watch canceled: {resp.cancel_reason}")
+                if resp.events:
+                    events = [
+                        Event("put" if ev.type == 0 else "delete", _kv(ev.kv),
+                              _kv(ev.prev_kv) if ev.HasField("prev_kv") else None)
+                        for ev in resp.events
+                    ]
+                    self.next_revision = events[-1].kv.mod_revision + 1
+                    self.on_events(events, resp.header.revision)
+                elif resp.header.revision >= self.next_revision and not resp.created:
+                    # progress notification: nothing under the prefix changed up to this revision
+                    self.next_revision = resp.header.revision + 1
+        except grpc.RpcError as exc:
+            if self._stop.is_set():
+                return
+            raise self.store._map(exc) from exc
+        finally:
+            q.put(None)
+            self._call = None
+        if not self._stop.is_set():
+            raise StoreUnavailable("watch stream ended")
+
+
+def wait_ready(store: EtcdStore, deadline: float) -> None:
+    """Block until etcd answers or ``deadline`` (monotonic) passes."""
+    while True:
+        try:
+            store.status()
+            return
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
