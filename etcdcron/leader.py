@@ -1,0 +1,114 @@
+"""Cluster-wide chores, done by the leader only: recording missed firings and collecting old claims.
+
+Leadership is etcd's election recipe: every node puts ``leader/<lease>`` on its lease; the key with
+the lowest create revision leads, and when its lease dies the next one does. Firing never waits
+for the leader; if two nodes briefly both believe they lead, every chore is still a
+compare-and-swap, so nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import structlog
+
+from . import store as st
+from .claims import FINAL_STATES
+from .errors import StoreError
+
+if TYPE_CHECKING:
+    from .daemon import Node
+
+log = structlog.get_logger("etcdcron.leader")
+
+MISSED_SLACK = 2.0  # a firing is judged missed this long after its starting deadline has passed
+KEEP_PER_JOB = 20  # finished claims kept per job beyond the deadline window
+GC_EVERY = 10.0
+LOOKBACK = 3600.0  # a new leader looks this far back for unrecorded misses
+SCAN_CAP = 1000
+
+
+class LeaderChores:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="leader", daemon=True)
+        self._cursor: dict[str, float] = {}
+        self._last_gc = 0.0
+        self.leading = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            node = self.node
+            leading = node.view.leader() == node.node_id and node.session.valid()
+            if leading != self.leading:
+                log.info("leader.elected" if leading else "leader.resigned", node=node.node_id)
+                self.leading = leading
+                self._cursor.clear()
+            if not leading:
+                continue
+            try:
+                self.record_missed(node.clock.time())
+                if node.clock.monotonic() - self._last_gc > GC_EVERY:
+                    self._last_gc = node.clock.monotonic()
+                    self.collect(node.clock.time())
+            except StoreError as exc:
+                log.warning("leader.chore_failed", error=str(exc)[:200])
+
+    def record_missed(self, now: float) -> int:
+        """Record ``missed`` for every firing past its starting deadline that nobody claimed."""
+        view, recorded = self.node.view, 0
+        with view.lock:
+            jobs = list(view.jobs.values())
+        for spec, _rev in jobs:
+            if spec.paused:
+                self._cursor.pop(spec.name, None)
+                continue
+            horizon = now - spec.starting_deadline - MISSED_SLACK
+            start = max(self._cursor.get(spec.name, now - spec.starting_deadline - LOOKBACK), spec.active_since)
+            if horizon <= start:
+                continue
+            firings = spec.parsed.firings(_dt(start), _dt(horizon), limit=SCAN_CAP)
+            for t in firings:
+                slot = int(t.timestamp())
+                if not view.claimed(spec.name, slot) and self.node.claims.record(spec.name, slot, "missed", recorded_at=now):
+                    recorded += 1
+                    log.warning("firing.missed", job=spec.name, slot=slot, deadline=spec.starting_deadline)
+            self._cursor[spec.name] = firings[-1].timestamp() if len(firings) == SCAN_CAP else horizon
+        return recorded
+
+    def collect(self, now: float) -> int:
+        """Delete finished claims older than their job's deadline window, keeping the newest few per job."""
+        view = self.node.view
+        with view.lock:
+            by_job: dict[str, list[int]] = defaultdict(list)
+            for (job, slot), c in view.claims.items():
+                if c.state in FINAL_STATES:
+                    by_job[job].append(slot)
+            specs = {name: spec for name, (spec, _) in view.jobs.items()}
+        doomed: list[str] = []
+        for job, slots in by_job.items():
+            spec = specs.get(job)
+            window = (spec.starting_deadline if spec else 0.0) + 60.0
+            slots.sort()
+            keep = set(slots[-KEEP_PER_JOB:]) if spec else set()
+            doomed += [self.node.keys.claim(job, s) for s in slots if s < now - window and s not in keep]
+        for i in range(0, len(doomed), 100):
+            self.node.store.txn([], [st.delete(k) for k in doomed[i:i + 100]])
+        if doomed:
+            log.info("leader.collected", claims=len(doomed))
+        return len(doomed)
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
