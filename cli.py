@@ -7,6 +7,7 @@ Every error is one line on stderr; no traceback reaches the user.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -14,7 +15,6 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Optional
 
-import click
 import typer
 
 from etcdcron.admin import Admin
@@ -208,17 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command.main(args=argv, prog_name="etcdcron", standalone_mode=False)
         return 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        return 130
-    except click.UsageError as exc:
-        typer.echo(f"error: {exc.format_message().splitlines()[0] if exc.format_message() else exc}", err=True)
-        return 2
-    except click.ClickException as exc:
-        typer.echo(f"error: {exc.format_message()}", err=True)
-        return 2
     except (InvalidInput, JobNotFound) as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -227,6 +216,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # click's exceptions (typer may vendor its own click, so they are matched by shape, not class)
+        kind = type(exc).__name__
+        if kind == "Exit":
+            return int(getattr(exc, "exit_code", 0))
+        if kind == "Abort":
+            typer.echo("aborted", err=True)
+            return 130
+        if hasattr(exc, "format_message"):
+            message = exc.format_message().strip().splitlines()
+            typer.echo(f"error: {message[0] if message else kind}", err=True)
+            return 2
+        if os.environ.get("ETCDCRON_DEBUG"):
+            raise
+        typer.echo(f"error: unexpected {kind}: {str(exc).splitlines()[0] if str(exc) else ''} (ETCDCRON_DEBUG=1 shows the traceback)", err=True)
+        return 1
 
 
 def run() -> None:
