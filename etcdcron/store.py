@@ -24,10 +24,11 @@ log = structlog.get_logger("etcdcron.store")
 
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 _CHANNEL_OPTIONS = [
-    # Detect a dead or blackholed connection within seconds, not minutes.
-    ("grpc.keepalive_time_ms", 2000),
-    ("grpc.keepalive_timeout_ms", 2000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    # Detect a dead or blackholed connection within seconds, not minutes. etcd refuses pings more
+    # often than --grpc-keepalive-min-time (5 s) and pings without an open stream (GOAWAY too_many_pings).
+    ("grpc.keepalive_time_ms", 6000),
+    ("grpc.keepalive_timeout_ms", 3000),
+    ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.initial_reconnect_backoff_ms", 200),

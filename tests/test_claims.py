@@ -1,0 +1,98 @@
+"""Claims against a real etcd: one winner, fencing, recovery of lost runs, records of non-runs."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from etcdcron.claims import Claim, Claims, rank
+from etcdcron.keys import Keys
+
+
+def _setup(store, keys: Keys, job="j"):
+    rev = store.put(keys.job(job), b'{"name":"j"}')
+    lease = store.grant(30)
+    return rev, lease
+
+
+def _claim(store, keys, job, slot) -> Claim:
+    kv = store.get(keys.claim(job, slot))
+    return Claim.parse(job, slot, kv.value, kv.mod_revision)
+
+
+def test_one_claim_per_firing(store, keys):
+    """Of several nodes claiming one firing, exactly one gets a fence."""
+    rev, lease = _setup(store, keys)
+    fences = [Claims(store, keys, f"n{i}").claim("j", 60, rev, lease, 60.0) for i in range(5)]
+    assert sum(f is not None for f in fences) == 1
+
+
+def test_claim_refused_when_job_changed(store, keys):
+    """A claim made against an older version of the job (paused, removed, replaced) is refused."""
+    rev, lease = _setup(store, keys)
+    store.put(keys.job("j"), b'{"name":"j","paused":true}')
+    assert Claims(store, keys, "n1").claim("j", 60, rev, lease, 60.0) is None
+
+
+def test_completion_fenced_by_revision(store, keys):
+    """Completion succeeds once under its own fence, and never under a stale one."""
+    rev, lease = _setup(store, keys)
+    c = Claims(store, keys, "n1")
+    fence = c.claim("j", 60, rev, lease, 60.0)
+    assert not c.complete("j", 60, fence - 1, {"state": "succeeded"})
+    assert c.complete("j", 60, fence, {"state": "succeeded"})
+    assert not c.complete("j", 60, fence, {"state": "succeeded"})
+    rec = _claim(store, keys, "j", 60)
+    assert rec.state == "succeeded" and rec.fence == fence
+    assert store.get(keys.running("j", 60)) is None
+
+
+def test_lost_run_recovered_with_higher_fence_and_old_completion_refused(store, keys):
+    """When the runner's lease dies, another node reruns with attempt 2 and a higher fence; the old runner is fenced out."""
+    rev, lease1 = _setup(store, keys)
+    lease2 = store.grant(30)
+    a, b = Claims(store, keys, "a"), Claims(store, keys, "b")
+    fence1 = a.claim("j", 60, rev, lease1, 60.0)
+    lost = _claim(store, keys, "j", 60)
+    assert b.recover(lost, rev, lease2, 61.0, skip=False) is None, "recovered while the run was alive"
+    store.revoke(lease1)
+    fence2 = b.recover(lost, rev, lease2, 61.0, skip=False)
+    assert fence2 is not None and fence2 > fence1
+    assert b.recover(lost, rev, lease2, 61.0, skip=False) is None, "recovered twice"
+    rec = _claim(store, keys, "j", 60)
+    assert rec.attempt == 2 and rec.node == "b" and rec.data["prev_fence"] == fence1
+    assert not a.complete("j", 60, fence1, {"state": "succeeded"})
+    assert b.complete("j", 60, fence2, {"state": "succeeded", "attempt": 2})
+
+
+def test_lost_run_with_skip_is_recorded_lost(store, keys):
+    """--on-node-loss skip: a lost run is recorded `lost`, not rerun."""
+    rev, lease = _setup(store, keys)
+    Claims(store, keys, "a").claim("j", 60, rev, lease, 60.0)
+    store.revoke(lease)
+    lost = _claim(store, keys, "j", 60)
+    assert Claims(store, keys, "b").recover(lost, rev, store.grant(30), 61.0, skip=True) == 0
+    assert _claim(store, keys, "j", 60).state == "lost"
+    assert store.get(keys.running("j", 60)) is None
+
+
+def test_missed_recorded_only_when_nothing_ran(store, keys):
+    """`missed` is written only for a firing with no record; a claimed firing is never overwritten."""
+    rev, lease = _setup(store, keys)
+    c = Claims(store, keys, "n1")
+    assert c.record("j", 0, "missed")
+    c.claim("j", 60, rev, lease, 60.0)
+    assert not c.record("j", 60, "missed")
+    assert _claim(store, keys, "j", 0).state == "missed"
+    assert _claim(store, keys, "j", 60).state == "running"
+
+
+def test_rendezvous_is_stable_and_spreads():
+    """Every node computes the same order; removing a node moves only its own share."""
+    nodes = ["n1", "n2", "n3"]
+    owners = {k: rank(f"job|{k}", nodes)[0] for k in range(3000)}
+    share = Counter(owners.values())
+    assert all(800 < v < 1200 for v in share.values()), share
+    after = {k: rank(f"job|{k}", ["n1", "n2"])[0] for k in range(3000)}
+    moved = [k for k in owners if owners[k] != after[k]]
+    assert all(owners[k] == "n3" for k in moved)
+    assert rank("x|1", nodes) == rank("x|1", list(reversed(nodes)))
