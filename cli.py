@@ -68,6 +68,7 @@ def serve(
     grace: Annotated[float, typer.Option("--grace", min=0, help="SIGTERM: seconds running jobs may finish")] = 30.0,
     mongo: Annotated[Optional[str], typer.Option("--mongo", envvar="ETCDCRON_MONGO", help="MongoDB URI for run history")] = None,
     log_level: Annotated[str, typer.Option("--log-level", envvar="ETCDCRON_LOG_LEVEL")] = "info",
+    max_skew: Annotated[float, typer.Option("--max-skew", min=0.5, help="refuse to execute when this node's clock is off etcd's by more, seconds")] = 2.0,
     clock_skew: Annotated[float, typer.Option("--clock-skew", hidden=True, help="testing: offset this node's wall clock")] = 0.0,
 ) -> None:
     """Run one node until SIGTERM or SIGINT."""
@@ -88,7 +89,7 @@ def serve(
     except InvalidInput:
         raise InvalidSpec(f"bad --node-id {nid!r}: must match [a-z0-9][a-z0-9._-]{{0,62}}") from None
     logsetup.configure(log_level)
-    raise typer.Exit(run(ServeOptions(etcd, prefix, NodeConfig(nid, lv, ttl, workers, grace=grace), skew=clock_skew)))
+    raise typer.Exit(run(ServeOptions(etcd, prefix, NodeConfig(nid, lv, ttl, workers, grace=grace, max_skew=max_skew), skew=clock_skew)))
 
 
 @app.command()

@@ -57,6 +57,7 @@ class NodeConfig:
     workers: int = 16
     takeover: float = 0.5  # seconds between ranks when the owner does not claim
     grace: float = 30.0  # SIGTERM: how long running jobs may finish
+    max_skew: float = 2.0  # refuse to execute when our clock is off etcd's by more than this
 
 
 class Node:
@@ -65,7 +66,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.view = View(keys)
         self.session = Session(store, keys, config.node_id, config.levels, config.ttl, self.clock,
-                               on_renewed=self._wake)
+                               on_renewed=self._wake, max_skew=config.max_skew)
         self.claims = Claims(store, keys, config.node_id)
         self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worker")
         self.leader = LeaderChores(self)
@@ -211,8 +212,8 @@ class Node:
 
     def _order(self, spec: JobSpec, key: str) -> list[str]:
         nodes = self.view.eligible(spec.level)
-        if not self._stopping.is_set() and not self.session.draining and spec.level in self.cfg.levels \
-                and self.node_id not in nodes:
+        if not self._stopping.is_set() and not self.session.draining and not self.session.skewed \
+                and spec.level in self.cfg.levels and self.node_id not in nodes:
             nodes.append(self.node_id)
         if self._stopping.is_set() and self.node_id in nodes:
             nodes.remove(self.node_id)

@@ -267,10 +267,13 @@ class Schedule:
         if after.tzinfo is None or after.utcoffset() is None:
             raise ValueError(f"next_after needs an aware datetime, got naive {after.isoformat()}")
         after = after.astimezone(UTC)
-        if self._every:
-            elapsed = int((after - _EPOCH) // _ONE_SECOND)  # floor, also before 1970
+        if not self._every:
+            return self._next_cron(after)
+        elapsed = int((after - _EPOCH) // _ONE_SECOND)  # floor, also before 1970
+        try:
             return _EPOCH + datetime.timedelta(seconds=(elapsed // self._every + 1) * self._every)
-        return self._next_cron(after)
+        except OverflowError as exc:
+            raise _bad(self.expr, f"no firing after {after.isoformat()}") from exc
 
     def firings(
         self, start: datetime.datetime, end: datetime.datetime, limit: int = 10_000
@@ -290,13 +293,13 @@ class Schedule:
 
     def _next_cron(self, after: datetime.datetime) -> datetime.datetime:
         zone = self._zone
-        local = after.astimezone(zone)
-        if local.fold:
-            # In the repeated hour, second pass: its wall times already fired in the first pass,
-            # so resume at the end of the repeat instead of walking through it.
-            local = self._repeat_end(after).astimezone(zone) - _ONE_SECOND
-        wall = local.replace(tzinfo=None, microsecond=0)
         try:
+            local = after.astimezone(zone)
+            if local.fold:
+                # In the second pass of a repeated hour its wall times have already fired,
+                # so resume at the end of the repeat instead of walking through it.
+                local = self._repeat_end(after).astimezone(zone) - _ONE_SECOND
+            wall = local.replace(tzinfo=None, microsecond=0)
             with self._lock:
                 assert self._cron is not None
                 self._cron.set_current(wall, force=True)

@@ -163,6 +163,7 @@ class EtcdStore:
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
         self._creds = None
+        self._ca_cert = ca_cert
         if ca_cert:
             def read(p):
                 return open(p, "rb").read() if p else None
@@ -283,6 +284,25 @@ class EtcdStore:
         resp = self._call(etcdrpc.MaintenanceStub, "Status", etcdrpc.StatusRequest())
         return {"version": resp.version, "db_size": resp.dbSize, "leader": resp.leader,
                 "member": resp.header.member_id, "revision": resp.header.revision, "raft_term": resp.raftTerm}
+
+    def server_time(self) -> tuple[float, float, float]:
+        """etcd's wall clock, from the ``Date`` header of its HTTP ``/version`` (1 s resolution).
+        Returns (local time sent, local time received, server second)."""
+        import ssl
+        import urllib.request
+        from email.utils import parsedate_to_datetime
+
+        target = self.endpoints[self._index % len(self.endpoints)]
+        scheme, ctx = "http", None
+        if self._creds is not None:
+            scheme, ctx = "https", ssl.create_default_context(cafile=self._ca_cert)
+        sent = time.time()
+        try:
+            with urllib.request.urlopen(f"{scheme}://{target}/version", timeout=self.timeout, context=ctx) as resp:
+                date = resp.headers["Date"]
+        except OSError as exc:
+            raise StoreUnavailable(f"etcd time unavailable at {target}: {exc}") from exc
+        return sent, time.time(), parsedate_to_datetime(date).timestamp()
 
     def watch(self, prefix: str, start_revision: int, on_events: Callable[[list[Event], int], None],
               on_reset: Callable[[], int], name: str = "watch") -> "Watch":

@@ -126,7 +126,7 @@ class View:
     def eligible(self, level: int) -> list[str]:
         with self.lock:
             return [nid for nid, info in self.nodes.items()
-                    if level in info.get("levels", (1, 2, 3)) and not info.get("draining")]
+                    if level in info.get("levels", (1, 2, 3)) and not info.get("draining") and not info.get("skewed")]
 
     def job(self, name: str) -> tuple[JobSpec, int] | None:
         with self.lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -145,3 +146,33 @@ def test_job_changes_reach_every_node(cluster):
     cluster.wait_until_slot(int(removed_at) + 4, ["marker"])
     after = [int(x.split()[1]) for x in (cluster.tmp / "changed").read_text().splitlines()]
     assert not [s for s in after if s > removed_at + 1], "a removed job fired"
+
+
+def test_skewed_node_refuses_to_execute_and_says_so(cluster):
+    """A node whose clock is 10 s ahead of etcd's never executes, says so, and the others run everything."""
+    cluster.start("n1")
+    cluster.start("n2")
+    cluster.start("skewed", "--clock-skew", "10")
+    assert wait_for(lambda: {"n1", "n2", "skewed"} <= cluster.live(), 20)
+    assert wait_for(lambda: any(e["event"] == "node.clock_skew" for e in cluster.log("skewed")), 10)
+    jobs = [f"job{i}" for i in range(6)]
+    for job in jobs:
+        cluster.add_ledger_job(job)
+    first, last = _window(6)
+    cluster.wait_until_slot(last, jobs, timeout=30)
+    starts = assert_exactly_once(cluster, jobs, first, last)
+    assert not [ln for runs in starts.values() for ln in runs if ln.node == "skewed"]
+    assert all(len(runs) == 1 for runs in starts.values())
+    nodes = {n["id"]: n for n in json.loads(cluster.cli("nodes", "--json").stdout)}
+    assert nodes["skewed"]["skewed"] and not nodes["skewed"]["leader"]
+
+
+def test_leader_is_replaced_when_it_dies(cluster):
+    """SIGKILL the leader: another live node leads within the TTL plus a second or two."""
+    cluster.start_nodes(3)
+    leader = cluster.admin.nodes()[1]
+    assert leader in ("n1", "n2", "n3")
+    cluster.signal(leader, signal.SIGKILL)
+    assert wait_for(lambda: cluster.admin.nodes()[1] not in (None, leader), 10), "no new leader"
+    nodes, new = cluster.admin.nodes()
+    assert new != leader and leader not in {n["id"] for n in nodes}
