@@ -251,6 +251,13 @@ def test_croniter_and_zoneinfo_errors_are_chained_not_leaked():
     assert isinstance(bad_zone.value.__cause__, zoneinfo.ZoneInfoNotFoundError)
 
 
+@pytest.mark.parametrize("expr", ["@every 30s", "0 0 * * *", "* * * * * *"])
+def test_end_of_calendar_is_our_error_not_overflow(expr):
+    """Past year 9999 there is no firing: InvalidSchedule, not a raw OverflowError."""
+    with pytest.raises(InvalidSchedule, match="no firing after"):
+        parse_schedule(expr, "Pacific/Kiritimati").next_after(utc(9999, 12, 31, 23, 59, 59))
+
+
 # --- DST -------------------------------------------------------------------------------------
 
 
