@@ -103,11 +103,15 @@ class Node:
         self.session.drain()
         with self._lock:
             pending = list(self._inflight)
+        deadline = self.clock.monotonic() + grace
         for fut in pending:
             try:
-                fut.result(timeout=max(0.0, grace))
+                fut.result(timeout=max(0.0, deadline - self.clock.monotonic()))
             except Exception:  # noqa: BLE001 - timeouts and job errors alike: we are leaving
-                break
+                pass
+        if any(not f.done() for f in pending):
+            log.warning("node.grace_expired", node=self.node_id, unfinished=sum(not f.done() for f in pending),
+                        note="their claims die with our lease and are recovered elsewhere")
         self.leader.stop()
         if self._watch:
             self._watch.stop()
