@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 from .app import DEFAULT_ETCD
-from .errors import StoreError
 from .nodes import wait_for
-from .store import EtcdStore
+from .store import reachable
 
 PREFIX = "/etcdcron-demo"
 
@@ -34,14 +33,7 @@ def _cli(*args: str, env: dict) -> str:
 
 
 def _etcd_up() -> bool:
-    store = EtcdStore(DEFAULT_ETCD, timeout=0.5)
-    try:
-        store.status()
-        return True
-    except StoreError:
-        return False
-    finally:
-        store.close()
+    return reachable(DEFAULT_ETCD)
 
 
 def main() -> int:

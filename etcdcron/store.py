@@ -429,6 +429,18 @@ class Watch:
             raise StoreUnavailable("watch stream ended")
 
 
+def reachable(endpoints: str, timeout: float = 0.5) -> bool:
+    """Does an etcd answer at ``endpoints`` right now?"""
+    store = EtcdStore(endpoints, timeout=timeout)
+    try:
+        store.status()
+        return True
+    except StoreError:
+        return False
+    finally:
+        store.close()
+
+
 def wait_ready(store: EtcdStore, deadline: float) -> None:
     """Block until etcd answers or ``deadline`` (monotonic) passes."""
     while True:

@@ -8,21 +8,13 @@ import sys
 from pathlib import Path
 
 from etcdcron.app import DEFAULT_ETCD
-from etcdcron.errors import StoreError
-from etcdcron.store import EtcdStore
+from etcdcron.store import reachable
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _etcd_at_default() -> bool:
-    s = EtcdStore(DEFAULT_ETCD, timeout=0.5)
-    try:
-        s.status()
-        return True
-    except StoreError:
-        return False
-    finally:
-        s.close()
+    return reachable(DEFAULT_ETCD)
 
 
 def test_demo_starts_embedded_etcd_and_shows_jobs_firing(tmp_path):
