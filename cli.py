@@ -89,7 +89,7 @@ def serve(
     except InvalidInput:
         raise InvalidSpec(f"bad --node-id {nid!r}: must match [a-z0-9][a-z0-9._-]{{0,62}}") from None
     logsetup.configure(log_level)
-    raise typer.Exit(run(ServeOptions(etcd, prefix, NodeConfig(nid, lv, ttl, workers, grace=grace, max_skew=max_skew), skew=clock_skew)))
+    raise typer.Exit(run(ServeOptions(etcd, prefix, NodeConfig(nid, lv, ttl, workers, grace=grace, max_skew=max_skew, mongo=mongo), skew=clock_skew)))
 
 
 @app.command()
@@ -201,6 +201,16 @@ def status(etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = Fals
             f"jobs {s['jobs']} ({s['paused']} paused), running {s['running']}\n"
             f"recent firings: {states}")
     _out(s, as_json, text)
+
+
+def _register_analytics() -> None:
+    """The analytics commands (collect, apps, analytics) live with the analytics package."""
+    from analytics.cli import register
+
+    register(app)
+
+
+_register_analytics()
 
 
 def main(argv: list[str] | None = None) -> int:

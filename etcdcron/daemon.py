@@ -58,6 +58,7 @@ class NodeConfig:
     takeover: float = 0.5  # seconds between ranks when the owner does not claim
     grace: float = 30.0  # SIGTERM: how long running jobs may finish
     max_skew: float = 2.0  # refuse to execute when our clock is off etcd's by more than this
+    mongo: str | None = None  # MongoDB URI: run history (job_runs) and the analytics builtins
 
 
 class Node:
@@ -291,7 +292,7 @@ class Node:
         # Never early: our claim may have been quick, the instant may not have come by our clock.
         while (wait := slot - self.clock.time()) > 0:
             self._stopping.wait(wait)
-        ctx = RunContext(spec.name, slot, self.node_id, fence, attempt, dict(spec.args))
+        ctx = RunContext(spec.name, slot, self.node_id, fence, attempt, dict(spec.args), self.cfg.mongo)
         log.info("firing.started", job=spec.name, slot=slot, fence=fence, attempt=attempt,
                  lag_ms=round((self.clock.time() - slot) * 1000, 1))
         result = run_job(spec, ctx)

@@ -34,6 +34,7 @@ class RunContext:
     fence: int
     attempt: int
     args: dict[str, str] = field(default_factory=dict)
+    mongo: str | None = None  # the node's --mongo URI, for builtin jobs that write to MongoDB
 
     @property
     def slot_iso(self) -> str:
