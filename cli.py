@@ -19,7 +19,7 @@ import typer
 
 from etcdcron.admin import Admin
 from etcdcron.errors import EtcdCronError, InvalidInput, InvalidSpec, JobNotFound
-from etcdcron.jobs import DEFAULT_STARTING_DEADLINE, make_spec, parse_args
+from etcdcron.jobs import DEFAULT_STARTING_DEADLINE, make_spec, parse_args, parse_instant
 from etcdcron.keys import Keys
 from etcdcron import log as logsetup
 
@@ -40,6 +40,12 @@ class Concurrency(str, Enum):
 class NodeLoss(str, Enum):
     rerun = "rerun"
     skip = "skip"
+
+
+class Catchup(str, Enum):
+    latest = "latest"
+    all = "all"
+    none = "none"
 
 
 def _admin(etcd: str | None, prefix: str) -> Admin:
@@ -108,13 +114,22 @@ def add(
     jitter: Annotated[float, typer.Option("--jitter", help="seconds")] = 0.0,
     on_node_loss: Annotated[NodeLoss, typer.Option("--on-node-loss")] = NodeLoss.rerun,
     arg: Annotated[list[str], typer.Option("--arg", help="KEY=VALUE for the job")] = [],
+    catchup: Annotated[Catchup, typer.Option("--catchup", help="after downtime: newest missed firing, all, or none")] = Catchup.latest,
+    catchup_cap: Annotated[int, typer.Option("--catchup-cap", help="at most this many replays after one outage")] = 20,
+    retry_delay: Annotated[float, typer.Option("--retry-delay", help="first retry backoff, seconds (doubles, jittered)")] = 1.0,
+    start_at: Annotated[Optional[str], typer.Option("--start-at", help="no firing before (ISO-8601 or Unix seconds)")] = None,
+    end_at: Annotated[Optional[str], typer.Option("--end-at", help="no firing after")] = None,
+    max_runs: Annotated[Optional[int], typer.Option("--max-runs", help="stop after this many runs")] = None,
     etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False,
 ) -> None:
     """Create or replace a job."""
     spec = make_spec(name, schedule, builtin=builtin, shell=shell, http=http, tz=tz, level=level,
                      concurrency=concurrency.value, timeout=timeout, retries=retries,
                      starting_deadline=starting_deadline, jitter=jitter, on_node_loss=on_node_loss.value,
-                     args=parse_args(arg), active_since=time.time())
+                     args=parse_args(arg), active_since=time.time(), catchup=catchup.value,
+                     catchup_cap=catchup_cap, retry_delay=retry_delay,
+                     start_at=parse_instant(start_at, "--start-at") if start_at else None,
+                     end_at=parse_instant(end_at, "--end-at") if end_at else None, max_runs=max_runs)
     spec, created = _admin(etcd, prefix).put_job(spec)
     _out({"job": spec.name, "created": created}, as_json, f"{'added' if created else 'replaced'} job {spec.name}")
 
@@ -169,26 +184,91 @@ def next_(name: str, n: Annotated[int, typer.Option("-n", min=1, max=1000)] = 5,
 @app.command()
 def history(name: Annotated[Optional[str], typer.Argument()] = None,
             limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+            mongo: Annotated[Optional[str], typer.Option("--mongo", envvar="ETCDCRON_MONGO", help="read the full history from MongoDB")] = None,
             etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
-    """Recent firings and what became of them."""
-    claims = _admin(etcd, prefix).history(name, limit)
-    data = [{"job": c.job, "slot": _ts(c.slot), "state": c.state, "node": c.node, "fence": c.fence,
-             "attempt": c.attempt, "started": c.data.get("started"), "ended": c.data.get("ended"),
-             "exit_code": c.data.get("exit_code"), "output": c.data.get("output")} for c in claims]
+    """Firings and what became of them: the recent window from etcd, or all of it from MongoDB (--mongo)."""
+    if name:
+        from etcdcron.jobs import check_name
+        check_name(name)
+    if mongo:
+        from etcdcron.history import MongoHistory
+        rows = MongoHistory(mongo).read(name, limit)
+    else:
+        rows = [{**c.data, "job": c.job, "slot": c.slot, "state": c.state, "node": c.node, "fence": c.fence,
+                 "attempt": c.attempt} for c in _admin(etcd, prefix).history(name, limit)]
+    data = [{"job": r["job"], "slot": _ts(r["slot"]), "state": r.get("state"), "node": r.get("node"),
+             "fence": r.get("fence") or 0, "attempt": r.get("attempt", 0), "started": r.get("started"),
+             "ended": r.get("ended"), "exit_code": r.get("exit_code"), "output": r.get("output"),
+             "reason": r.get("reason") or r.get("killed_by")} for r in rows]
     rows = [f"{'JOB':<24} {'SLOT':<21} {'STATE':<10} {'NODE':<16} {'FENCE':>8} {'TRY':>3} EXIT"]
     rows += [f"{d['job']:<24} {d['slot']:<21} {d['state']:<10} {str(d['node'] or '-'):<16} {d['fence']:>8} "
              f"{d['attempt']:>3} {'' if d['exit_code'] is None else d['exit_code']}" for d in data]
     _out(data, as_json, "\n".join(rows))
 
 
-@app.command()
-def nodes(etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
+nodes_app = typer.Typer(help="Live nodes, and which one leads; `nodes drain ID` takes one out.")
+app.add_typer(nodes_app, name="nodes")
+
+
+@nodes_app.callback(invoke_without_command=True)
+def nodes(ctx: typer.Context, etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
     """Live nodes, and which one leads."""
+    if ctx.invoked_subcommand is not None:
+        return
     found, _leader = _admin(etcd, prefix).nodes()
     rows = [f"{'NODE':<24} {'LEVELS':<7} {'HOST':<20} {'PID':>7}  ROLE"]
     rows += [f"{n['id']:<24} {','.join(map(str, n.get('levels', []))):<7} {n.get('host', ''):<20} {n.get('pid', 0):>7}  "
-             f"{'leader' if n['leader'] else 'member'}" for n in found]
+             f"{'leader' if n['leader'] else 'skewed' if n.get('skewed') else 'member'}" for n in found]
     _out(found, as_json, "\n".join(rows))
+
+
+@nodes_app.command("drain")
+def nodes_drain(node_id: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+    """Stop a node claiming; it finishes its runs and leaves."""
+    _admin(etcd, prefix).drain(node_id)
+    typer.echo(f"draining node {node_id}")
+
+
+@app.command()
+def trigger(name: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+    """Run a job now, once (through a claim like any firing)."""
+    at = _admin(etcd, prefix).trigger(name)
+    typer.echo(f"triggered job {name} at {_ts(at)}")
+
+
+@app.command()
+def kill(name: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+    """Stop the job's running runs now, child processes included."""
+    n = _admin(etcd, prefix).kill(name)
+    typer.echo(f"killing {n} running run(s) of job {name}")
+
+
+@app.command()
+def degrade(level: Annotated[int, typer.Argument(help="stop starting jobs of this level and above")],
+            kill_running: Annotated[bool, typer.Option("--kill", help="also stop their running processes")] = False,
+            etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+    """Drain a priority level and those above it (1 critical, 2 transactional, 3 best effort)."""
+    levels = _admin(etcd, prefix).degrade(level, kill_running)
+    typer.echo(f"degraded levels {','.join(map(str, levels))}{' (running jobs killed)' if kill_running else ''}")
+
+
+@app.command()
+def restore(level: Annotated[int, typer.Argument(help="restart jobs of this level and above")],
+            etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+    """End a degradation."""
+    levels = _admin(etcd, prefix).restore(level)
+    typer.echo(f"degraded levels now: {','.join(map(str, levels)) or 'none'}")
+
+
+@app.command()
+def backfill(name: str,
+             start: Annotated[str, typer.Option("--from", help="ISO-8601 or Unix seconds")],
+             end: Annotated[str, typer.Option("--to", help="ISO-8601 or Unix seconds")],
+             etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
+    """Run each firing of a past range once; a second backfill of the same range runs nothing."""
+    res = _admin(etcd, prefix).backfill(name, parse_instant(start, "--from"), parse_instant(end, "--to"))
+    _out(res, as_json, f"backfill of {name}: {res['firings']} firing(s) handed to the nodes, "
+                       f"{res['already']} already backfilled")
 
 
 @app.command()

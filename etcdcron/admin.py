@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from . import store as st
 from .claims import Claim
-from .errors import JobNotFound
+from .errors import InvalidSpec, JobNotFound
 from .jobs import JobSpec, check_name
 from .keys import Keys
 from .store import EtcdStore
@@ -40,7 +40,80 @@ class Admin:
 
     def remove(self, name: str) -> None:
         self.get_job(name)
-        self.store.delete(self.keys.job(name))
+        self.store.txn([], [st.delete(self.keys.job(name)), st.delete(self.keys.runs(name)),
+                            st.delete(self.keys.trigger(name)), st.delete(self.keys.kill(name)),
+                            st.delete(self.keys.backfilled(name))])
+
+    def trigger(self, name: str) -> float:
+        spec = self.get_job(name)
+        if spec.paused:
+            raise InvalidSpec(f"job {name!r} is paused: resume it first")
+        now = time.time()
+        self.store.put(self.keys.trigger(name), json.dumps({"at": now}))
+        return now
+
+    def kill(self, name: str) -> int:
+        """Stop the job's running runs (their process groups) now; returns how many were running."""
+        self.get_job(name)
+        running = self.store.count_prefix(self.keys.runnings_of(name))
+        self.store.put(self.keys.kill(name), json.dumps({"reason": "kill", "at": time.time()}))
+        return running
+
+    def degrade(self, level: int, kill: bool) -> list[int]:
+        """Stop starting jobs of ``level`` and above (and with ``kill``, stop their runs)."""
+        if level not in (1, 2, 3):
+            raise InvalidSpec(f"bad level {level!r}: must be 1, 2 or 3")
+        kv = self.store.get(self.keys.degrade)
+        cur = json.loads(kv.value) if kv else {}
+        levels = sorted(set(cur.get("levels", [])) | set(range(level, 4)))
+        self.store.put(self.keys.degrade, json.dumps({"levels": levels, "kill": kill or bool(cur.get("kill")),
+                                                      "at": time.time()}))
+        return levels
+
+    def restore(self, level: int) -> list[int]:
+        """End the degradation of ``level`` and above."""
+        if level not in (1, 2, 3):
+            raise InvalidSpec(f"bad level {level!r}: must be 1, 2 or 3")
+        kv = self.store.get(self.keys.degrade)
+        cur = json.loads(kv.value) if kv else {}
+        levels = sorted(set(cur.get("levels", [])) - set(range(level, 4)))
+        if levels:
+            self.store.put(self.keys.degrade, json.dumps({**cur, "levels": levels}))
+        else:
+            self.store.delete(self.keys.degrade)
+        return levels
+
+    def drain(self, node_id: str) -> None:
+        nodes, _ = self.nodes()
+        if node_id not in {n.get("id") for n in nodes}:
+            raise InvalidSpec(f"no live node named {node_id!r}")
+        self.store.put(self.keys.drain(node_id), json.dumps({"at": time.time()}))
+
+    def backfill(self, name: str, start: float, end: float, limit: int = 10_000) -> dict:
+        """Hand the firings of [start, end] to the nodes, each once: ranges already handed to a backfill
+        are skipped, and the claims make a firing that already ran not run again."""
+        spec = self.get_job(name)
+        if end < start:
+            raise InvalidSpec("bad --to: it is before --from")
+        if end > time.time():
+            raise InvalidSpec("bad --to: a backfill covers the past only")
+        slots = spec.firings(start - 1, end, limit=limit + 1)
+        if len(slots) > limit:
+            raise InvalidSpec(f"bad range: more than {limit} firings; split it")
+        while True:
+            kv = self.store.get(self.keys.backfilled(name))
+            covered = json.loads(kv.value) if kv else []
+            fresh = [s for s in slots if not any(lo <= s <= hi for lo, hi in covered)]
+            if not fresh:
+                return {"job": name, "firings": 0, "already": len(slots)}
+            ident = f"{int(time.time() * 1000):x}"
+            req = {"from": fresh[0], "to": fresh[-1], "skip": covered, "at": time.time()}
+            cond = [st.mod_rev(self.keys.backfilled(name), "==", kv.mod_revision) if kv
+                    else st.version(self.keys.backfilled(name), "==", 0)]
+            res = self.store.txn(cond, [st.put(self.keys.backfilled(name), json.dumps(_merge(covered + [[start, end]]))),
+                                        st.put(self.keys.backfill(name, ident), json.dumps(req))])
+            if res.succeeded:
+                return {"job": name, "firings": len(fresh), "already": len(slots) - len(fresh), "request": ident}
 
     def set_paused(self, name: str, paused: bool) -> JobSpec:
         """Pause or resume with a compare-and-swap, so a concurrent change is never overwritten."""
@@ -99,3 +172,13 @@ class Admin:
             "running": self.store.count_prefix(self.keys.runnings),
             "claims_by_state": states,
         }
+
+
+def _merge(ranges: list[list[float]]) -> list[list[float]]:
+    out: list[list[float]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out

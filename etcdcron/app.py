@@ -49,8 +49,13 @@ def serve(opts: ServeOptions) -> int:
     from .clock import SystemClock
 
     store, embedded = connect(opts.etcd, embed=True)
-    node = Node(store, Keys(opts.prefix), opts.node, clock=SystemClock(opts.skew))
     stop = threading.Event()
+    history = None
+    if opts.node.mongo:
+        from .history import MongoHistory
+
+        history = MongoHistory(opts.node.mongo)
+    node = Node(store, Keys(opts.prefix), opts.node, clock=SystemClock(opts.skew), history=history, on_drain=stop.set)
     received: list[str] = []
 
     def on_signal(signum, _frame):
@@ -62,7 +67,7 @@ def serve(opts: ServeOptions) -> int:
     try:
         node.start()
         stop.wait()
-        log.info("node.signal", signal=received[0] if received else None)
+        log.info("node.signal", signal=received[0] if received else "drain")
         node.stop()
     finally:
         store.close()

@@ -1,14 +1,18 @@
-"""Claims: who runs a firing, decided by compare-and-swap in etcd and fenced by the claim's revision.
+"""Claims: who runs a firing, decided by compare-and-swap in etcd and fenced by revisions.
 
 A firing (job, slot) has one persistent record ``claims/<job>/<slot>`` and, while a run is alive,
 ``running/<job>/<slot>`` on the runner's lease. Both are written in one transaction, so:
 
-* the fencing token of a run is the revision of that transaction (strictly greater for every later
-  claim, because etcd revisions only grow);
+* the fencing token of a run is the revision of the transaction that gave it the claim (strictly
+  greater for every later claim and every retry, because etcd revisions only grow);
 * a run is *lost* exactly when its record says ``running`` but its running key is gone (the lease
   expired with the node);
-* a completion is accepted only if the record still carries our revision and our running key is
-  still the one we created: a node that slept through its lease finds its completion refused.
+* a completion or a retry is accepted only if the record still carries our fence and the running
+  key is still the one we created (``run_fence``): a node that slept through its lease is refused.
+
+Overlap policies live here too: ``forbid`` claims only if no running key exists for the job (one
+range comparison in the same transaction); ``replace`` writes ``control/kill/<job>`` in the claim's
+transaction, whose revision tells every node which older runs to stop.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .keys import Keys
 from .store import EtcdStore
 
 FINAL_STATES = ("succeeded", "failed", "timeout", "killed", "missed", "lost", "skipped", "degraded")
+NON_RUNS = ("missed", "skipped", "degraded", "lost")
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,27 @@ class Claim:
         return cls(job, slot, data.get("state", "?"), int(data.get("attempt", 0)), data.get("node"), fence, mod_revision, data)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a claim attempt came to: ``fence`` when we got it, else why not."""
+
+    fence: int | None
+    why: str = "claimed"  # claimed | taken | blocked | changed | exhausted
+
+    def __bool__(self) -> bool:
+        return self.fence is not None
+
+
 def rank(key: str, nodes: Iterable[str]) -> list[str]:
     """Rendezvous (highest random weight) order of ``nodes`` for ``key``: every node computes the same."""
     def weight(node: str) -> bytes:
         return hashlib.blake2b(f"{key}|{node}".encode(), digest_size=8).digest()
     return sorted(nodes, key=weight, reverse=True)
+
+
+def unit_hash(key: str) -> float:
+    """A number in [0, 1) that every node derives alike from ``key`` (jitter, backoff)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
 
 
 def _dump(data: dict[str, Any]) -> bytes:
@@ -63,47 +84,94 @@ def _dump(data: dict[str, Any]) -> bytes:
 class Claims:
     """The transactions on claims; each returns what happened, none retries on its own."""
 
-    def __init__(self, store: EtcdStore, keys: Keys, node_id: str) -> None:
+    def __init__(self, store: EtcdStore, keys: Keys, node_id: str, on_record=None) -> None:
         self.store, self.keys, self.node_id = store, keys, node_id
+        # called with (job, slot, record) for every final record we write: the long-term history
+        self.on_record = on_record or (lambda job, slot, rec: None)
 
-    def claim(self, job: str, slot: int, job_rev: int, lease: int, now: float) -> int | None:
-        """First claim of a firing. Returns the fence, or None if the firing is already claimed or the
-        job changed since ``job_rev``."""
-        ck, rk = self.keys.claim(job, slot), self.keys.running(job, slot)
-        rec = {"state": "running", "attempt": 1, "node": self.node_id, "started": now}
-        res = self.store.txn(
-            [st.version(ck, "==", 0), st.version(rk, "==", 0), st.mod_rev(self.keys.job(job), "==", job_rev)],
-            [st.put(ck, _dump(rec)), st.put(rk, self.node_id, lease=lease)],
-        )
-        return res.revision if res.succeeded else None
+    def claim(self, job: str, slot: int, job_rev: int, lease: int, now: float, *, concurrency: str = "allow",
+              max_runs: int | None = None, over: Claim | None = None, reason: str = "schedule",
+              extra_cmp: Iterable = (), extra_ops: Iterable = ()) -> Outcome:
+        """Claim a firing for its first run. ``over`` is a final non-run record (missed, …) that a
+        backfill may replace; otherwise the firing must have no record at all."""
+        ck, rk, jk = self.keys.claim(job, slot), self.keys.running(job, slot), self.keys.job(job)
+        rec = {"state": "running", "attempt": 1, "node": self.node_id, "started": now, "reason": reason}
+        cond = [st.mod_rev(ck, "==", over.mod_revision) if over else st.version(ck, "==", 0),
+                st.version(rk, "==", 0), st.mod_rev(jk, "==", job_rev), *extra_cmp]
+        ops = [st.put(ck, _dump(rec)), st.put(rk, self.node_id, lease=lease), *extra_ops]
+        if concurrency == "forbid":
+            cond.append(st.none_under(self.keys.runnings_of(job)))
+        elif concurrency == "replace":
+            ops.append(st.put(self.keys.kill(job), _dump({"reason": "replace", "by": self.node_id, "slot": slot})))
+        if max_runs is not None:
+            cond.append(st.version(self.keys.runs(job), "<", max_runs))
+            ops.append(st.put(self.keys.runs(job), str(slot)))  # its version counts the claims of the job
+        res = self.store.txn(cond, ops, [st.get(ck), st.get(jk), st.get_prefix(self.keys.runnings_of(job), limit=1),
+                                         st.get(self.keys.runs(job))])
+        if res.succeeded:
+            return Outcome(res.revision)
+        existing, jobkv, running, runs = res.ranges
+        if (existing and not over) or (over and existing and existing[0].mod_revision != over.mod_revision):
+            return Outcome(None, "taken")
+        if not jobkv or jobkv[0].mod_revision != job_rev:
+            return Outcome(None, "changed")
+        if max_runs is not None and runs and runs[0].version >= max_runs:
+            return Outcome(None, "exhausted")
+        if concurrency == "forbid" and running:
+            return Outcome(None, "blocked")
+        return Outcome(None, "taken")
 
-    def recover(self, old: Claim, job_rev: int, lease: int, now: float, skip: bool) -> int | None:
+    def recover(self, old: Claim, job_rev: int, lease: int, now: float, skip: bool, forbid: bool = False) -> Outcome:
         """Take over a lost run: rerun it under a new fence, or (``skip``) record it ``lost``.
-        Returns the new fence (or 0 when recorded lost), None if someone else acted first."""
+        With ``forbid``, a rerun waits ("blocked") while another run of the job is alive."""
         ck, rk = self.keys.claim(old.job, old.slot), self.keys.running(old.job, old.slot)
         cond = [st.mod_rev(ck, "==", old.mod_revision), st.version(rk, "==", 0)]
         if skip:
             rec = {**old.data, "state": "lost", "fence": old.fence, "ended": now, "recorded_by": self.node_id}
             res = self.store.txn(cond, [st.put(ck, _dump(rec))])
-            return 0 if res.succeeded else None
+            if res.succeeded:
+                self.on_record(old.job, old.slot, rec)
+            return Outcome(0) if res.succeeded else Outcome(None, "taken")
         rec = {"state": "running", "attempt": old.attempt + 1, "node": self.node_id, "started": now,
-               "prev_fence": old.fence, "prev_node": old.node}
-        res = self.store.txn(cond + [st.mod_rev(self.keys.job(old.job), "==", job_rev)],
-                             [st.put(ck, _dump(rec)), st.put(rk, self.node_id, lease=lease)])
+               "prev_fence": old.fence, "prev_node": old.node, "reason": "recovery"}
+        cond.append(st.mod_rev(self.keys.job(old.job), "==", job_rev))
+        if forbid:
+            cond.append(st.none_under(self.keys.runnings_of(old.job)))
+        res = self.store.txn(cond, [st.put(ck, _dump(rec)), st.put(rk, self.node_id, lease=lease)],
+                             [st.get(ck), st.get_prefix(self.keys.runnings_of(old.job), limit=1)])
+        if res.succeeded:
+            return Outcome(res.revision)
+        current, running = res.ranges
+        if forbid and current and current[0].mod_revision == old.mod_revision and running:
+            return Outcome(None, "blocked")
+        return Outcome(None, "taken")
+
+    def retry(self, job: str, slot: int, fence: int, run_fence: int, attempt: int, now: float,
+              previous: list[dict]) -> int | None:
+        """Re-claim our own firing for attempt ``attempt``: a new, higher fence; None if fenced out."""
+        ck, rk = self.keys.claim(job, slot), self.keys.running(job, slot)
+        rec = {"state": "running", "attempt": attempt, "node": self.node_id, "started": now,
+               "reason": "retry", "tries": previous}
+        res = self.store.txn([st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", run_fence)], [st.put(ck, _dump(rec))])
         return res.revision if res.succeeded else None
 
-    def complete(self, job: str, slot: int, fence: int, record: dict[str, Any]) -> bool:
+    def complete(self, job: str, slot: int, fence: int, record: dict[str, Any], run_fence: int | None = None) -> bool:
         """Record the outcome of our run; False means we were fenced out."""
         ck, rk = self.keys.claim(job, slot), self.keys.running(job, slot)
         rec = {**record, "node": self.node_id, "fence": fence}
         res = self.store.txn(
-            [st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", fence)],
+            [st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", run_fence or fence)],
             [st.put(ck, _dump(rec)), st.delete(rk)],
         )
+        if res.succeeded:
+            self.on_record(job, slot, rec)
         return res.succeeded
 
     def record(self, job: str, slot: int, state: str, **extra: Any) -> bool:
         """Record a firing that did not run (``missed`` …) if nothing is recorded for it yet."""
         ck = self.keys.claim(job, slot)
         rec = {"state": state, "attempt": 0, "node": None, "recorded_by": self.node_id, **extra}
-        return self.store.txn([st.version(ck, "==", 0)], [st.put(ck, _dump(rec))]).succeeded
+        ok = self.store.txn([st.version(ck, "==", 0)], [st.put(ck, _dump(rec))]).succeeded
+        if ok:
+            self.on_record(job, slot, rec)
+        return ok

@@ -1,13 +1,13 @@
-"""One etcdcron node: the timer, the firing path and the watch that keeps the view current.
+"""One etcdcron node: the timer, the reactions to cluster changes, and the node's life cycle.
 
 Threads: the *timer* pops due entries off a heap and never runs a job; a bounded *worker pool*
-claims, runs and completes firings; the *watch* feeds the view; the session's *keep-alive*; the
-*leader* chores (see :mod:`etcdcron.leader`).
+runs the firing path (:mod:`etcdcron.firing`); the *watch* feeds the view; the session's
+*keep-alive*; the *leader* chores (:mod:`etcdcron.leader`).
 
 Who runs a firing: every node computes the rendezvous order of the live nodes serving the job's
-level for (job, slot). The first claims at the scheduled instant; the one ranked r re-checks at
-``slot + r * takeover`` and claims if nobody has. A lost run is recovered the same way, ranked on
-(job, slot, attempt).
+level for (job, slot). The first claims at the scheduled instant (plus the job's jitter); the one
+ranked r re-checks ``r * takeover`` later and claims if nobody has. Lost runs, catch-up, backfills
+and triggers are handed out the same way, ranked on their own keys.
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ import itertools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from typing import Callable
 
 import structlog
 
-from .claims import Claim, Claims, rank
+from . import store as st
+from .claims import Claim, Claims, rank, unit_hash
 from .clock import Clock, SystemClock
 from .errors import StoreError
-from .executor import RunContext, run_job
+from .firing import Firing
+from .history import History, NoHistory
 from .jobs import JobSpec
 from .keys import Keys
 from .leader import LeaderChores
@@ -34,19 +36,18 @@ from .view import Changes, View
 
 log = structlog.get_logger("etcdcron.node")
 
-CATCHUP_CAP = 100  # at most this many overdue firings per job are picked up on (re)start
-
 
 @dataclass(order=True)
 class _Entry:
     due: float
     seq: int
-    kind: str = field(compare=False)  # fire | check | recover
+    kind: str = field(compare=False)  # fire | check | check_owner | recover | catchup | trigger | backfill
     job: str = field(compare=False)
     slot: int = field(compare=False)
     rev: int = field(compare=False)
     claim: Claim | None = field(compare=False, default=None)
     gen: int = field(compare=False, default=0)
+    extra: tuple = field(compare=False, default=())
 
 
 @dataclass
@@ -55,32 +56,39 @@ class NodeConfig:
     levels: tuple[int, ...] = (1, 2, 3)
     ttl: int = 3
     workers: int = 16
-    takeover: float = 0.5  # seconds between ranks when the owner does not claim
+    takeover: float = 0.5  # seconds between ranks when the owner does not act
     grace: float = 30.0  # SIGTERM: how long running jobs may finish
     max_skew: float = 2.0  # refuse to execute when our clock is off etcd's by more than this
     mongo: str | None = None  # MongoDB URI: run history (job_runs) and the analytics builtins
 
 
 class Node:
-    def __init__(self, store: EtcdStore, keys: Keys, config: NodeConfig, clock: Clock | None = None) -> None:
+    def __init__(self, store: EtcdStore, keys: Keys, config: NodeConfig, clock: Clock | None = None,
+                 history: History | None = None, on_drain: Callable[[], None] | None = None) -> None:
         self.store, self.keys, self.cfg = store, keys, config
         self.clock = clock or SystemClock()
         self.view = View(keys)
+        self.history = history or NoHistory()
         self.session = Session(store, keys, config.node_id, config.levels, config.ttl, self.clock,
                                on_renewed=self._wake, max_skew=config.max_skew)
-        self.claims = Claims(store, keys, config.node_id)
+        self.claims = Claims(store, keys, config.node_id, on_record=self.history.write)
+        self.firing = Firing(self)
         self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worker")
         self.leader = LeaderChores(self)
+        self.on_drain = on_drain
+        self.stopping = threading.Event()
         self._heap: list[_Entry] = []
         self._seq = itertools.count()
         self._gen: dict[str, int] = {}  # job -> generation of its live chain of "fire" entries
+        self._seen: set[tuple] = set()  # control requests already scheduled here
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
-        self._stopping = threading.Event()
+        self._changed = threading.Condition()
         self._inflight: set[Future] = set()
         self._timer = threading.Thread(target=self._timer_loop, name="timer", daemon=True)
         self._watch = None
-        self.stats = {"claimed": 0, "ran": 0, "fenced_out": 0, "recovered": 0, "lost_claims": 0}
+        self._draining = False
+        self.stats = {"claimed": 0, "ran": 0, "fenced_out": 0, "recovered": 0}
 
     @property
     def node_id(self) -> str:
@@ -99,7 +107,7 @@ class Node:
         """Hand over: stop claiming, leave the owner set, let runs finish up to ``grace``, revoke."""
         grace = self.cfg.grace if grace is None else grace
         log.info("node.stopping", node=self.node_id, running=len(self._inflight), grace=grace)
-        self._stopping.set()
+        self.stopping.set()
         self._wake()
         self.session.drain()
         with self._lock:
@@ -116,19 +124,38 @@ class Node:
         self.leader.stop()
         if self._watch:
             self._watch.stop()
+        if self._draining:
+            try:
+                self.store.delete(self.keys.drain(self.node_id))
+            except StoreError:
+                pass
         self.session.close(revoke=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self._timer.join(timeout=2)
         log.info("node.stopped", node=self.node_id, **self.stats)
 
+    def can_claim(self) -> bool:
+        return not self.stopping.is_set() and self.session.valid()
+
     def _wake(self) -> None:
         self._wakeup.set()
 
-    # --- the view
+    def wait_view(self, cond: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``cond()`` holds on the view (re-checked on every change), or ``timeout``."""
+        end = self.clock.monotonic() + timeout
+        with self._changed:
+            while not cond():
+                left = end - self.clock.monotonic()
+                if left <= 0 or self.stopping.is_set():
+                    return cond()
+                self._changed.wait(min(left, 1.0))
+        return True
+
+    # --- the view and reactions to it
     def _relist(self) -> int:
         kvs, rev = self.store.get_prefix(self.keys.root)
-        changes = self.view.load(kvs, rev)
-        self._react(changes)
+        self._seen.clear()
+        self._react(self.view.load(kvs, rev))
         return rev
 
     def _on_events(self, events, revision: int) -> None:
@@ -143,34 +170,83 @@ class Node:
             spec, rev = found
             if spec.paused or spec.level not in self.cfg.levels:
                 continue
-            start = max(now, spec.active_since)
             gen = self._gen[name] = next(self._seq)
-            self._push("fire", spec.parsed.next_after(_dt(start)).timestamp(), spec.name, None, rev, gen=gen)
+            nxt = spec.next_after(max(now, spec.active_since))
+            if nxt is not None:
+                self._push("fire", nxt + self._jitter(spec, int(nxt)), name, int(nxt), rev, gen=gen)
             if ch.relisted:
-                self._catch_up(spec, rev, now)
+                self._push_ranked("catchup", f"{name}|catchup", spec, now, int(now), rev)
         for claim in ch.lost:
-            self._schedule_recovery(claim)
+            self.retry_recovery(claim, 0.0)
+        if ch.control:
+            self._react_control(now)
+        with self._changed:
+            self._changed.notify_all()
         self._wake()
 
-    def _catch_up(self, spec: JobSpec, rev: int, now: float) -> None:
-        """After a (re)start, firings inside the starting deadline that nobody claimed are due now."""
-        start = max(now - spec.starting_deadline, spec.active_since)
-        if start >= now:
-            return
-        for t in spec.parsed.firings(_dt(start), _dt(now), limit=CATCHUP_CAP):
-            slot = int(t.timestamp())
-            if not self.view.claimed(spec.name, slot):
-                self._push("check_owner", now, spec.name, slot, rev)
+    def _react_control(self, now: float) -> None:
+        v = self.view
+        with v.lock:
+            kills = dict(v.kills)
+            degraded, kill_degraded = set(v.degrade.get("levels", ())), bool(v.degrade.get("kill"))
+            triggers = dict(v.triggers)
+            backfills = dict(v.backfills)
+            drained = self.node_id in v.drains
+        if kills:
+            self.firing.stop_runs(lambda r: r.job in kills and r.fence < kills[r.job], "kill")
+        if degraded and kill_degraded:
+            self.firing.stop_runs(lambda r: r.level in degraded, "degrade")
+        for job, (trev, _req) in triggers.items():
+            if ("trigger", job, trev) not in self._seen and (found := v.job(job)):
+                self._seen.add(("trigger", job, trev))
+                self._push_ranked("trigger", f"{job}|trigger|{trev}", found[0], now, int(now), found[1], extra=(trev,))
+        for (job, ident), (brev, _req) in backfills.items():
+            if ("backfill", job, ident, brev) not in self._seen and (found := v.job(job)):
+                self._seen.add(("backfill", job, ident, brev))
+                self._push_ranked("backfill", f"{job}|backfill|{ident}", found[0], now, 0, found[1], extra=(ident, brev))
+        if drained and not self._draining:
+            self._draining = True
+            log.info("node.drain_requested", node=self.node_id)
+            if self.on_drain:
+                self.on_drain()
+            else:
+                threading.Thread(target=self.stop, name="drain", daemon=True).start()
 
-    def _push(self, kind: str, due: float, job: str, slot: int | None, rev: int, claim: Claim | None = None,
-              gen: int = 0) -> None:
-        entry = _Entry(due, next(self._seq), kind, job, int(due) if slot is None else slot, rev, claim, gen)
+    def _jitter(self, spec: JobSpec, slot: int) -> float:
+        return spec.jitter * unit_hash(f"{spec.name}|{slot}|jitter") if spec.jitter else 0.0
+
+    def _push(self, kind: str, due: float, job: str, slot: int, rev: int, claim: Claim | None = None,
+              gen: int = 0, extra: tuple = ()) -> None:
+        entry = _Entry(due, next(self._seq), kind, job, slot, rev, claim, gen, extra)
         with self._lock:
             heapq.heappush(self._heap, entry)
 
+    def _push_ranked(self, kind: str, key: str, spec: JobSpec, base: float, slot: int, rev: int,
+                     claim: Claim | None = None, extra: tuple = ()) -> None:
+        """Schedule a task at ``base + rank * takeover`` if this node serves the job at all."""
+        order = self._order(spec, key)
+        if self.node_id in order:
+            self._push(kind, base + order.index(self.node_id) * self.cfg.takeover, spec.name, slot, rev, claim, extra=extra)
+
+    def retry_recovery(self, c: Claim, delay: float) -> None:
+        found = self.view.job(c.job)
+        if found is not None:
+            self._push_ranked("recover", f"{c.job}|{c.slot}|{c.attempt}", found[0], self.clock.time() + delay,
+                              c.slot, found[1], claim=c)
+
+    def _order(self, spec: JobSpec, key: str) -> list[str]:
+        nodes = self.view.eligible(spec.level)
+        me_eligible = not self.stopping.is_set() and not self.session.draining and not self.session.skewed \
+            and spec.level in self.cfg.levels
+        if me_eligible and self.node_id not in nodes:
+            nodes.append(self.node_id)
+        if not me_eligible and self.node_id in nodes:
+            nodes.remove(self.node_id)
+        return rank(key, nodes)
+
     # --- the timer
     def _timer_loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             with self._lock:
                 top = self._heap[0] if self._heap else None
                 delay = (top.due - self.clock.time()) if top else 1.0
@@ -195,48 +271,37 @@ class Node:
         if e.kind == "fire":
             if self._gen.get(e.job) != e.gen:
                 return  # a superseded chain (the job was rescheduled)
-            nxt = spec.parsed.next_after(_dt(e.slot)).timestamp()
-            self._push("fire", nxt, e.job, None, rev, gen=e.gen)
-        if e.kind in ("fire", "check_owner"):
+            nxt = spec.next_after(e.slot)
+            if nxt is not None:
+                self._push("fire", nxt + self._jitter(spec, int(nxt)), e.job, int(nxt), rev, gen=e.gen)
             order = self._order(spec, f"{e.job}|{e.slot}")
-            if self.node_id not in order:
-                return
-            r = order.index(self.node_id)
-            if r == 0:
-                self._submit(self._fire, spec, rev, e.slot)
-            else:
-                base = e.slot if e.kind == "fire" else self.clock.time()
-                self._push("check", base + r * self.cfg.takeover, e.job, e.slot, rev)
+            if self.node_id in order:
+                r = order.index(self.node_id)
+                if r == 0:
+                    self._submit(self.firing.fire, spec, rev, e.slot)
+                else:
+                    self._push("check", e.due + r * self.cfg.takeover, e.job, e.slot, rev)
         elif e.kind == "check":
             if not self.view.claimed(e.job, e.slot):
-                self._submit(self._fire, spec, rev, e.slot)
+                self._submit(self.firing.fire, spec, rev, e.slot)
         elif e.kind == "recover":
             c = self.view.claims.get((e.job, e.slot))
-            if c is not None and c.running and c.mod_revision == e.claim.mod_revision and (e.job, e.slot) not in self.view.running:
-                self._submit(self._recover, spec, rev, c)
-
-    def _order(self, spec: JobSpec, key: str) -> list[str]:
-        nodes = self.view.eligible(spec.level)
-        if not self._stopping.is_set() and not self.session.draining and not self.session.skewed \
-                and spec.level in self.cfg.levels and self.node_id not in nodes:
-            nodes.append(self.node_id)
-        if self._stopping.is_set() and self.node_id in nodes:
-            nodes.remove(self.node_id)
-        return rank(key, nodes)
-
-    def _schedule_recovery(self, c: Claim) -> None:
-        found = self.view.job(c.job)
-        if found is None:
-            return
-        spec, rev = found
-        order = self._order(spec, f"{c.job}|{c.slot}|{c.attempt}")
-        if self.node_id not in order:
-            return
-        r = order.index(self.node_id)
-        self._push("recover", self.clock.time() + r * self.cfg.takeover, c.job, c.slot, rev, claim=c)
+            if c is not None and c.running and c.mod_revision == e.claim.mod_revision \
+                    and (e.job, e.slot) not in self.view.running:
+                self._submit(self.firing.recover, spec, rev, c)
+        elif e.kind == "catchup":
+            self._submit(self.firing.catch_up, spec, rev, float(e.slot))
+        elif e.kind == "trigger":
+            trig = self.view.triggers.get(e.job)
+            if trig and trig[0] == e.extra[0]:
+                self._submit(self.firing.trigger, spec, rev, trig[0], trig[1])
+        elif e.kind == "backfill":
+            req = self.view.backfills.get((e.job, e.extra[0]))
+            if req and req[0] == e.extra[1]:
+                self._submit(self.firing.backfill, spec, rev, e.extra[0], req[0], req[1])
 
     def _submit(self, fn, *args) -> None:
-        if self._stopping.is_set():
+        if self.stopping.is_set():
             return
         fut = self.pool.submit(fn, *args)
         with self._lock:
@@ -249,69 +314,3 @@ class Node:
         exc = fut.exception() if not fut.cancelled() else None
         if exc is not None:
             log.error("worker.failed", error=repr(exc)[:300])
-
-    # --- the firing path (worker threads)
-    def _can_claim(self) -> bool:
-        return not self._stopping.is_set() and self.session.valid()
-
-    def _fire(self, spec: JobSpec, rev: int, slot: int) -> None:
-        if not self._can_claim():
-            self.stats["lost_claims"] += 1
-            return
-        lease = self.session.lease
-        try:
-            fence = self.claims.claim(spec.name, slot, rev, lease, self.clock.time())
-        except StoreError as exc:
-            log.warning("firing.claim_failed", job=spec.name, slot=slot, error=str(exc)[:200])
-            return
-        if fence is None:
-            return
-        self.stats["claimed"] += 1
-        self._run(spec, slot, fence, 1)
-
-    def _recover(self, spec: JobSpec, rev: int, old: Claim) -> None:
-        if not self._can_claim():
-            return
-        skip = spec.on_node_loss == "skip"
-        try:
-            fence = self.claims.recover(old, rev, self.session.lease, self.clock.time(), skip)
-        except StoreError as exc:
-            log.warning("firing.recover_failed", job=old.job, slot=old.slot, error=str(exc)[:200])
-            return
-        if fence is None:
-            return
-        self.stats["recovered"] += 1
-        if skip:
-            log.info("firing.lost", job=old.job, slot=old.slot, prev_node=old.node, prev_fence=old.fence)
-            return
-        log.info("firing.recovered", job=old.job, slot=old.slot, attempt=old.attempt + 1, fence=fence,
-                 prev_node=old.node, prev_fence=old.fence)
-        self._run(spec, old.slot, fence, old.attempt + 1)
-
-    def _run(self, spec: JobSpec, slot: int, fence: int, attempt: int) -> None:
-        # Never early: our claim may have been quick, the instant may not have come by our clock.
-        while (wait := slot - self.clock.time()) > 0:
-            self._stopping.wait(wait)
-        ctx = RunContext(spec.name, slot, self.node_id, fence, attempt, dict(spec.args), self.cfg.mongo)
-        log.info("firing.started", job=spec.name, slot=slot, fence=fence, attempt=attempt,
-                 lag_ms=round((self.clock.time() - slot) * 1000, 1))
-        result = run_job(spec, ctx)
-        self.stats["ran"] += 1
-        record = {"state": result.state, "attempt": attempt, "started": result.started, "ended": result.ended,
-                  "exit_code": result.exit_code, "output": result.output}
-        try:
-            ok = self.claims.complete(spec.name, slot, fence, record)
-        except StoreError as exc:
-            log.warning("firing.complete_failed", job=spec.name, slot=slot, fence=fence, error=str(exc)[:200])
-            return
-        if ok:
-            log.info("firing.finished", job=spec.name, slot=slot, fence=fence, state=result.state,
-                     exit_code=result.exit_code, seconds=round(result.ended - result.started, 3))
-        else:
-            self.stats["fenced_out"] += 1
-            log.warning("firing.fenced_out", job=spec.name, slot=slot, fence=fence,
-                        reason="the claim is no longer ours (lease expired or taken over)")
-
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib.metadata import entry_points
 from typing import Any, Callable
 from urllib.parse import urlparse
@@ -17,6 +18,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 KINDS = ("shell", "http", "builtin")
 CONCURRENCY = ("forbid", "allow", "replace")
 ON_NODE_LOSS = ("rerun", "skip")
+CATCHUP = ("latest", "all", "none")
 LEVELS = (1, 2, 3)
 BUILTIN_GROUP = "etcdcron.jobs"
 DEFAULT_STARTING_DEADLINE = 60.0
@@ -59,6 +61,12 @@ class JobSpec:
     jitter: float = 0.0
     on_node_loss: str = "rerun"
     args: dict[str, str] = field(default_factory=dict)
+    catchup: str = "latest"  # after downtime: run the newest missed firing, all of them, or none
+    catchup_cap: int = 20  # at most this many replays per job after one outage
+    retry_delay: float = 1.0  # first retry backoff, doubled each retry, with jitter
+    start_at: float | None = None  # no firing before this instant (Unix seconds)
+    end_at: float | None = None  # no firing after it
+    max_runs: int | None = None  # no claim after this many
     paused: bool = False
     # Firings at or before this instant are not due: set on add and on resume, so a new or resumed
     # job neither catches up nor is reported as having missed what came before it.
@@ -67,6 +75,25 @@ class JobSpec:
     @property
     def parsed(self) -> Schedule:
         return _parsed(self.schedule, self.tz)
+
+    def next_after(self, ts: float) -> float | None:
+        """The first firing instant after ``ts`` inside [start_at, end_at], or None if there is none."""
+        if self.start_at is not None and ts < self.start_at:
+            ts = self.start_at - 1
+        t = self.parsed.next_after(_dt(ts)).timestamp()
+        if self.end_at is not None and t > self.end_at:
+            return None
+        return t
+
+    def firings(self, start: float, end: float, limit: int = 10_000) -> list[int]:
+        """Firing instants (Unix seconds) in (start, end], inside [start_at, end_at], ascending."""
+        if self.start_at is not None:
+            start = max(start, self.start_at - 1)
+        if self.end_at is not None:
+            end = min(end, self.end_at)
+        if end <= start:
+            return []
+        return [int(t.timestamp()) for t in self.parsed.firings(_dt(start), _dt(end), limit=limit)]
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -79,6 +106,10 @@ class JobSpec:
 
     def replace(self, **changes: Any) -> "JobSpec":
         return dataclasses.replace(self, **changes)
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
 
 
 _SCHEDULE_CACHE: dict[tuple[str, str], Schedule] = {}
@@ -116,6 +147,12 @@ def make_spec(
     on_node_loss: str = "rerun",
     args: dict[str, str] | None = None,
     active_since: float = 0.0,
+    catchup: str = "latest",
+    catchup_cap: int = 20,
+    retry_delay: float = 1.0,
+    start_at: float | None = None,
+    end_at: float | None = None,
+    max_runs: int | None = None,
 ) -> JobSpec:
     """Validate user input and build a spec; every refusal is one line naming the bad part."""
     given = [k for k, v in (("builtin", builtin), ("--shell", shell), ("--http", http)) if v]
@@ -148,12 +185,35 @@ def make_spec(
     _positive("--jitter", jitter, allow_zero=True)
     if not isinstance(retries, int) or retries < 0 or retries > 100:
         raise InvalidSpec(f"bad --retries {retries!r}: must be an integer from 0 to 100")
+    if catchup not in CATCHUP:
+        raise InvalidSpec(f"bad --catchup {catchup!r}: must be latest, all or none")
+    if not isinstance(catchup_cap, int) or not 1 <= catchup_cap <= 1000:
+        raise InvalidSpec(f"bad --catchup-cap {catchup_cap!r}: must be an integer from 1 to 1000")
+    _positive("--retry-delay", retry_delay)
+    if max_runs is not None and (not isinstance(max_runs, int) or max_runs < 1):
+        raise InvalidSpec(f"bad --max-runs {max_runs!r}: must be a positive integer")
+    if start_at is not None and end_at is not None and end_at < start_at:
+        raise InvalidSpec("bad --end-at: it is before --start-at")
     return JobSpec(
         name=name, schedule=schedule.strip(), kind=kind, target=target, tz=tz, level=level,
         concurrency=concurrency, timeout=timeout, retries=retries,
         starting_deadline=float(starting_deadline), jitter=float(jitter), on_node_loss=on_node_loss,
-        args=dict(args or {}), active_since=active_since,
+        args=dict(args or {}), active_since=active_since, catchup=catchup, catchup_cap=catchup_cap,
+        retry_delay=float(retry_delay), start_at=start_at, end_at=end_at, max_runs=max_runs,
     )
+
+
+def parse_instant(text: str, option: str) -> float:
+    """An ISO-8601 instant (a zone offset or Z; naive means UTC) or Unix seconds -> Unix seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidSpec(f"bad {option} {text!r}: must be ISO-8601 (2026-11-27T15:00:00Z) or Unix seconds") from None
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def parse_args(pairs: list[str]) -> dict[str, str]:

@@ -5,7 +5,13 @@
     <prefix>/leader/<lease hex>          election candidates, on their leases; lowest create revision leads
     <prefix>/claims/<job>/<slot>         the record of one firing (state, attempt, node, result); no lease
     <prefix>/running/<job>/<slot>        exists while the claim's run is alive, on the runner's lease
-    <prefix>/control/degrade             reserved for degradation state
+    <prefix>/runs/<job>                  its version counts the claims of the job (--max-runs)
+    <prefix>/control/degrade             degraded levels {"levels": [3], "kill": false}
+    <prefix>/control/kill/<job>          stop runs of the job whose fence is below this key's revision
+    <prefix>/control/drain/<node>        the node stops claiming, finishes its runs and leaves
+    <prefix>/control/trigger/<job>       run the job now (consumed by the claim)
+    <prefix>/control/backfill/<job>/<id> a backfill request {"from": t, "to": t}
+    <prefix>/backfilled/<job>            slot ranges already handed to backfills (idempotence)
 
 Slots are Unix seconds, zero-padded to 12 digits so that keys sort by time.
 """
@@ -63,6 +69,27 @@ class Keys:
     @property
     def runnings(self) -> str:
         return f"{self.prefix}/running/"
+
+    def runnings_of(self, job: str) -> str:
+        return f"{self.prefix}/running/{job}/"
+
+    def runs(self, job: str) -> str:
+        return f"{self.prefix}/runs/{job}"
+
+    def kill(self, job: str) -> str:
+        return f"{self.prefix}/control/kill/{job}"
+
+    def drain(self, node_id: str) -> str:
+        return f"{self.prefix}/control/drain/{node_id}"
+
+    def trigger(self, job: str) -> str:
+        return f"{self.prefix}/control/trigger/{job}"
+
+    def backfill(self, job: str, ident: str) -> str:
+        return f"{self.prefix}/control/backfill/{job}/{ident}"
+
+    def backfilled(self, job: str) -> str:
+        return f"{self.prefix}/backfilled/{job}"
 
     @property
     def degrade(self) -> str:

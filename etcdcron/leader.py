@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import structlog
@@ -29,6 +28,8 @@ KEEP_PER_JOB = 20  # finished claims kept per job beyond the deadline window
 GC_EVERY = 10.0
 LOOKBACK = 3600.0  # a new leader looks this far back for unrecorded misses
 SCAN_CAP = 1000
+COMPACT_EVERY = 300.0
+COMPACT_KEEP = 10_000
 
 
 class LeaderChores:
@@ -38,6 +39,8 @@ class LeaderChores:
         self._thread = threading.Thread(target=self._loop, name="leader", daemon=True)
         self._cursor: dict[str, float] = {}
         self._last_gc = 0.0
+        self._last_compact = 0.0
+        self._compacted = 0
         self.leading = False
 
     def start(self) -> None:
@@ -71,20 +74,19 @@ class LeaderChores:
         with view.lock:
             jobs = list(view.jobs.values())
         for spec, _rev in jobs:
-            if spec.paused:
+            if spec.paused or view.exhausted(spec):
                 self._cursor.pop(spec.name, None)
                 continue
             horizon = now - spec.starting_deadline - MISSED_SLACK
             start = max(self._cursor.get(spec.name, now - spec.starting_deadline - LOOKBACK), spec.active_since)
             if horizon <= start:
                 continue
-            firings = spec.parsed.firings(_dt(start), _dt(horizon), limit=SCAN_CAP)
-            for t in firings:
-                slot = int(t.timestamp())
+            slots = spec.firings(start, horizon, limit=SCAN_CAP)
+            for slot in slots:
                 if not view.claimed(spec.name, slot) and self.node.claims.record(spec.name, slot, "missed", recorded_at=now):
                     recorded += 1
                     log.warning("firing.missed", job=spec.name, slot=slot, deadline=spec.starting_deadline)
-            self._cursor[spec.name] = firings[-1].timestamp() if len(firings) == SCAN_CAP else horizon
+            self._cursor[spec.name] = slots[-1] if len(slots) == SCAN_CAP else horizon
         return recorded
 
     def collect(self, now: float) -> int:
@@ -96,19 +98,37 @@ class LeaderChores:
                 if c.state in FINAL_STATES:
                     by_job[job].append(slot)
             specs = {name: spec for name, (spec, _) in view.jobs.items()}
+            # a backfill in progress relies on its claims to run each firing once: keep them
+            shielded = [(job, req["from"], req["to"]) for (job, _), (_, req) in view.backfills.items()]
         doomed: list[str] = []
         for job, slots in by_job.items():
             spec = specs.get(job)
             window = (spec.starting_deadline if spec else 0.0) + 60.0
             slots.sort()
             keep = set(slots[-KEEP_PER_JOB:]) if spec else set()
-            doomed += [self.node.keys.claim(job, s) for s in slots if s < now - window and s not in keep]
+            doomed += [self.node.keys.claim(job, s) for s in slots if s < now - window and s not in keep
+                       and not any(j == job and lo <= s <= hi for j, lo, hi in shielded)]
         for i in range(0, len(doomed), 100):
             self.node.store.txn([], [st.delete(k) for k in doomed[i:i + 100]])
         if doomed:
             log.info("leader.collected", claims=len(doomed))
+        self._compact()
         return len(doomed)
 
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    def _compact(self) -> None:
+        """Keep etcd's history short: compact to ``COMPACT_KEEP`` revisions behind the head, now and then.
+        Watchers further behind re-list (the watch supervisor handles it)."""
+        now = self.node.clock.monotonic()
+        if now - self._last_compact < COMPACT_EVERY:
+            return
+        self._last_compact = now
+        target = self.node.view.revision - COMPACT_KEEP
+        if target > self._compacted:
+            try:
+                self.node.store.compact(target)
+                self._compacted = target
+                log.info("leader.compacted", revision=target)
+            except StoreError as exc:
+                if "compacted" not in str(exc):
+                    raise
+                self._compacted = target

@@ -127,6 +127,18 @@ def get(key: str):
     return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=_b(key)))
 
 
+def get_prefix(prefix: str, limit: int = 0):
+    return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=_b(prefix), range_end=prefix_end(prefix), limit=limit))
+
+
+def none_under(prefix: str):
+    """True iff no key exists under ``prefix`` (etcd compares a range key by key; an empty range
+    compares as a zero key, whose version is 0)."""
+    c = _compare("version", prefix, "==", 0)
+    c.range_end = prefix_end(prefix)
+    return c
+
+
 # --- the adapter ------------------------------------------------------------------------------
 
 

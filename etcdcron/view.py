@@ -28,6 +28,7 @@ class Changes:
     jobs: set[str] = field(default_factory=set)
     lost: list[Claim] = field(default_factory=list)
     nodes: bool = False
+    control: bool = False
     relisted: bool = False
 
 
@@ -42,6 +43,11 @@ class View:
         self.claims: dict[tuple[str, int], Claim] = {}
         self.running: dict[tuple[str, int], int] = {}  # -> create revision (= fence)
         self.degrade: dict = {}
+        self.kills: dict[str, int] = {}  # job -> revision below which its runs must stop
+        self.drains: set[str] = set()
+        self.triggers: dict[str, tuple[int, dict]] = {}  # job -> (mod revision, request)
+        self.backfills: dict[tuple[str, str], tuple[int, dict]] = {}  # (job, id) -> (mod revision, request)
+        self.runs: dict[str, int] = {}  # job -> number of claims so far (for --max-runs)
 
     # --- loading
     def load(self, kvs: list[KV], revision: int) -> Changes:
@@ -49,10 +55,11 @@ class View:
             old_jobs = set(self.jobs)
             self.jobs.clear(); self.nodes.clear(); self.candidates.clear()
             self.claims.clear(); self.running.clear(); self.degrade = {}
+            self.kills.clear(); self.drains.clear(); self.triggers.clear(); self.backfills.clear(); self.runs.clear()
             for kv in kvs:
                 self._put(kv)
             self.revision = revision
-            return Changes(jobs=old_jobs | set(self.jobs), lost=self.lost_runs(), nodes=True, relisted=True)
+            return Changes(jobs=old_jobs | set(self.jobs), lost=self.lost_runs(), nodes=True, control=True, relisted=True)
 
     def apply(self, events: list[Event], revision: int) -> Changes:
         ch = Changes()
@@ -64,6 +71,8 @@ class View:
                     ch.jobs.add(parts[0])
                 elif kind == "nodes":
                     ch.nodes = True
+                elif kind == "control":
+                    ch.control = True
                 elif kind == "running" and ev.kind == "delete" and len(parts) == 2:
                     touched.add((parts[0], int(parts[1])))
                 if ev.kind == "put":
@@ -93,8 +102,10 @@ class View:
                 self.claims[(parts[0], slot)] = Claim.parse(parts[0], slot, kv.value, kv.mod_revision)
             elif kind == "running" and len(parts) == 2:
                 self.running[(parts[0], int(parts[1]))] = kv.create_revision
-            elif kind == "control" and parts == ["degrade"]:
-                self.degrade = json.loads(kv.value)
+            elif kind == "control":
+                self._put_control(parts, kv)
+            elif kind == "runs" and len(parts) == 1:
+                self.runs[parts[0]] = kv.version
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("view.bad_value", key=kv.key, error=str(exc)[:200])
 
@@ -111,6 +122,28 @@ class View:
             self.running.pop((parts[0], int(parts[1])), None)
         elif kind == "control" and parts == ["degrade"]:
             self.degrade = {}
+        elif kind == "control" and len(parts) == 2 and parts[0] == "kill":
+            self.kills.pop(parts[1], None)
+        elif kind == "control" and len(parts) == 2 and parts[0] == "drain":
+            self.drains.discard(parts[1])
+        elif kind == "control" and len(parts) == 2 and parts[0] == "trigger":
+            self.triggers.pop(parts[1], None)
+        elif kind == "control" and len(parts) == 3 and parts[0] == "backfill":
+            self.backfills.pop((parts[1], parts[2]), None)
+        elif kind == "runs" and parts:
+            self.runs.pop(parts[0], None)
+
+    def _put_control(self, parts: list[str], kv: KV) -> None:
+        if parts == ["degrade"]:
+            self.degrade = json.loads(kv.value)
+        elif len(parts) == 2 and parts[0] == "kill":
+            self.kills[parts[1]] = kv.mod_revision
+        elif len(parts) == 2 and parts[0] == "drain":
+            self.drains.add(parts[1])
+        elif len(parts) == 2 and parts[0] == "trigger":
+            self.triggers[parts[1]] = (kv.mod_revision, json.loads(kv.value))
+        elif len(parts) == 3 and parts[0] == "backfill":
+            self.backfills[(parts[1], parts[2])] = (kv.mod_revision, json.loads(kv.value))
 
     # --- queries
     def lost_runs(self) -> list[Claim]:
@@ -131,6 +164,19 @@ class View:
     def job(self, name: str) -> tuple[JobSpec, int] | None:
         with self.lock:
             return self.jobs.get(name)
+
+    def degraded(self) -> set[int]:
+        with self.lock:
+            return set(self.degrade.get("levels", ()))
+
+    def running_of(self, job: str) -> list[int]:
+        """Slots of the job whose runs are alive somewhere."""
+        with self.lock:
+            return [slot for (j, slot) in self.running if j == job]
+
+    def exhausted(self, spec: JobSpec) -> bool:
+        with self.lock:
+            return spec.max_runs is not None and self.runs.get(spec.name, 0) >= spec.max_runs
 
     def claimed(self, job: str, slot: int) -> bool:
         with self.lock:

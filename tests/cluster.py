@@ -105,9 +105,12 @@ class Cluster:
         return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], env=self.env(),
                               capture_output=True, text=True, timeout=60)
 
-    def add_ledger_job(self, name: str, schedule: str = "* * * * * *", sleep: float = 0, *extra: str) -> None:
+    def add_ledger_job(self, name: str, schedule: str = "* * * * * *", sleep: float = 0, *extra: str,
+                       concurrency: str = "allow") -> None:
+        """A shell job that writes start and end lines to the ledger (overlapping runs allowed unless told)."""
         body = f"; sleep {sleep}" if sleep else ""
-        r = self.cli("add", schedule, "--name", name, "--shell", LEDGER_CMD.format(ledger=self.ledger, body=body), *extra)
+        r = self.cli("add", schedule, "--name", name, "--shell", LEDGER_CMD.format(ledger=self.ledger, body=body),
+                     "--concurrency", concurrency, *extra)
         assert r.returncode == 0, r.stderr
 
     # --- the ledger

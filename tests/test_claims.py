@@ -22,22 +22,24 @@ def _claim(store, keys, job, slot) -> Claim:
 def test_one_claim_per_firing(store, keys):
     """Of several nodes claiming one firing, exactly one gets a fence."""
     rev, lease = _setup(store, keys)
-    fences = [Claims(store, keys, f"n{i}").claim("j", 60, rev, lease, 60.0) for i in range(5)]
-    assert sum(f is not None for f in fences) == 1
+    outcomes = [Claims(store, keys, f"n{i}").claim("j", 60, rev, lease, 60.0) for i in range(5)]
+    assert sum(bool(o) for o in outcomes) == 1
+    assert [o.why for o in outcomes if not o] == ["taken"] * 4
 
 
 def test_claim_refused_when_job_changed(store, keys):
     """A claim made against an older version of the job (paused, removed, replaced) is refused."""
     rev, lease = _setup(store, keys)
     store.put(keys.job("j"), b'{"name":"j","paused":true}')
-    assert Claims(store, keys, "n1").claim("j", 60, rev, lease, 60.0) is None
+    out = Claims(store, keys, "n1").claim("j", 60, rev, lease, 60.0)
+    assert not out and out.why == "changed"
 
 
 def test_completion_fenced_by_revision(store, keys):
     """Completion succeeds once under its own fence, and never under a stale one."""
     rev, lease = _setup(store, keys)
     c = Claims(store, keys, "n1")
-    fence = c.claim("j", 60, rev, lease, 60.0)
+    fence = c.claim("j", 60, rev, lease, 60.0).fence
     assert not c.complete("j", 60, fence - 1, {"state": "succeeded"})
     assert c.complete("j", 60, fence, {"state": "succeeded"})
     assert not c.complete("j", 60, fence, {"state": "succeeded"})
@@ -51,13 +53,13 @@ def test_lost_run_recovered_with_higher_fence_and_old_completion_refused(store, 
     rev, lease1 = _setup(store, keys)
     lease2 = store.grant(30)
     a, b = Claims(store, keys, "a"), Claims(store, keys, "b")
-    fence1 = a.claim("j", 60, rev, lease1, 60.0)
+    fence1 = a.claim("j", 60, rev, lease1, 60.0).fence
     lost = _claim(store, keys, "j", 60)
-    assert b.recover(lost, rev, lease2, 61.0, skip=False) is None, "recovered while the run was alive"
+    assert not b.recover(lost, rev, lease2, 61.0, skip=False), "recovered while the run was alive"
     store.revoke(lease1)
-    fence2 = b.recover(lost, rev, lease2, 61.0, skip=False)
+    fence2 = b.recover(lost, rev, lease2, 61.0, skip=False).fence
     assert fence2 is not None and fence2 > fence1
-    assert b.recover(lost, rev, lease2, 61.0, skip=False) is None, "recovered twice"
+    assert not b.recover(lost, rev, lease2, 61.0, skip=False), "recovered twice"
     rec = _claim(store, keys, "j", 60)
     assert rec.attempt == 2 and rec.node == "b" and rec.data["prev_fence"] == fence1
     assert not a.complete("j", 60, fence1, {"state": "succeeded"})
@@ -70,7 +72,7 @@ def test_lost_run_with_skip_is_recorded_lost(store, keys):
     Claims(store, keys, "a").claim("j", 60, rev, lease, 60.0)
     store.revoke(lease)
     lost = _claim(store, keys, "j", 60)
-    assert Claims(store, keys, "b").recover(lost, rev, store.grant(30), 61.0, skip=True) == 0
+    assert Claims(store, keys, "b").recover(lost, rev, store.grant(30), 61.0, skip=True).fence == 0
     assert _claim(store, keys, "j", 60).state == "lost"
     assert store.get(keys.running("j", 60)) is None
 
@@ -80,7 +82,7 @@ def test_missed_recorded_only_when_nothing_ran(store, keys):
     rev, lease = _setup(store, keys)
     c = Claims(store, keys, "n1")
     assert c.record("j", 0, "missed")
-    c.claim("j", 60, rev, lease, 60.0)
+    assert c.claim("j", 60, rev, lease, 60.0)
     assert not c.record("j", 60, "missed")
     assert _claim(store, keys, "j", 0).state == "missed"
     assert _claim(store, keys, "j", 60).state == "running"
@@ -96,3 +98,56 @@ def test_rendezvous_is_stable_and_spreads():
     moved = [k for k in owners if owners[k] != after[k]]
     assert all(owners[k] == "n3" for k in moved)
     assert rank("x|1", nodes) == rank("x|1", list(reversed(nodes)))
+
+
+def test_forbid_blocks_while_another_run_of_the_job_lives(store, keys):
+    """Under forbid a claim is refused as `blocked` while any run of the job is alive, and allowed after."""
+    rev, lease = _setup(store, keys)
+    c = Claims(store, keys, "n1")
+    first = c.claim("j", 60, rev, lease, 60.0, concurrency="forbid")
+    second = c.claim("j", 120, rev, lease, 120.0, concurrency="forbid")
+    assert first and not second and second.why == "blocked"
+    assert c.claim("j", 120, rev, lease, 120.0, concurrency="allow"), "allow overlaps"
+    c.complete("j", 60, first.fence, {"state": "succeeded"})
+    c.complete("j", 120, _claim(store, keys, "j", 120).fence, {"state": "succeeded"})
+    assert c.claim("j", 180, rev, lease, 180.0, concurrency="forbid")
+
+
+def test_replace_writes_the_kill_revision_of_older_runs(store, keys):
+    """A replace claim writes control/kill/<job> in its own transaction: older fences are below it."""
+    rev, lease = _setup(store, keys)
+    c = Claims(store, keys, "n1")
+    old = c.claim("j", 60, rev, lease, 60.0, concurrency="replace").fence
+    new = c.claim("j", 120, rev, lease, 120.0, concurrency="replace").fence
+    kill = store.get(keys.kill("j"))
+    assert kill.mod_revision == new > old
+
+
+def test_max_runs_counts_claims(store, keys):
+    """--max-runs 2: the third claim is refused as exhausted."""
+    rev, lease = _setup(store, keys)
+    c = Claims(store, keys, "n1")
+    assert c.claim("j", 60, rev, lease, 60.0, max_runs=2) and c.claim("j", 120, rev, lease, 60.0, max_runs=2)
+    out = c.claim("j", 180, rev, lease, 60.0, max_runs=2)
+    assert not out and out.why == "exhausted"
+
+
+def test_retry_raises_the_fence_and_keeps_the_run(store, keys):
+    """A retry re-claims our own firing under a higher fence; the old fence can no longer complete."""
+    rev, lease = _setup(store, keys)
+    c = Claims(store, keys, "n1")
+    f1 = c.claim("j", 60, rev, lease, 60.0).fence
+    f2 = c.retry("j", 60, f1, f1, 2, 61.0, [])
+    assert f2 and f2 > f1
+    assert not c.complete("j", 60, f1, {"state": "succeeded"}, run_fence=f1)
+    assert c.complete("j", 60, f2, {"state": "succeeded"}, run_fence=f1)
+
+
+def test_backfill_claim_may_replace_a_missed_record_once(store, keys):
+    """A backfill claims over a `missed` record, once; a run record is never replaced."""
+    rev, lease = _setup(store, keys)
+    c = Claims(store, keys, "n1")
+    c.record("j", 60, "missed")
+    missed = _claim(store, keys, "j", 60)
+    assert c.claim("j", 60, rev, lease, 99.0, over=missed, reason="backfill")
+    assert not c.claim("j", 60, rev, lease, 99.0, over=missed, reason="backfill")

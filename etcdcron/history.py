@@ -1,0 +1,76 @@
+"""Long-term run history: every final record also goes to MongoDB (``job_runs``) when ``--mongo`` is
+given. etcd keeps only a short window per job (see :mod:`etcdcron.leader`).
+
+Writes are best effort and never block or fail a firing: etcd holds the record of truth, MongoDB
+the archive. A record is upserted by (job, slot) and never replaces one written under a higher fence.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import structlog
+
+from .errors import StoreError
+
+log = structlog.get_logger("etcdcron.history")
+
+RETENTION_DAYS = 90
+
+
+class History(Protocol):
+    def write(self, job: str, slot: int, record: dict[str, Any]) -> None:
+        """Archive one final record; must not raise."""
+
+    def read(self, job: str | None, limit: int) -> list[dict[str, Any]]:
+        """Newest first."""
+
+
+class NoHistory:
+    def write(self, job: str, slot: int, record: dict[str, Any]) -> None:
+        return None
+
+    def read(self, job: str | None, limit: int) -> list[dict[str, Any]]:
+        return []
+
+
+class MongoHistory:
+    """``job_runs`` in MongoDB: unique (job, slot), indexed by job and slot, expired by a TTL index."""
+
+    def __init__(self, uri: str, retention_days: int = RETENTION_DAYS, timeout_ms: int = 3000) -> None:
+        import pymongo  # noqa: PLC0415 - only nodes with --mongo need it
+
+        self._pymongo = pymongo
+        try:
+            self.client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+                                              socketTimeoutMS=timeout_ms * 3)
+            db = self.client.get_default_database(default="etcdcron")
+            self.runs = db["job_runs"]
+            self.runs.create_index([("job", 1), ("slot", -1)], unique=True, name="job_slot")
+            self.runs.create_index([("slot", -1)], name="slot")
+            self.runs.create_index("expires", expireAfterSeconds=0, name="ttl")
+        except pymongo.errors.PyMongoError as exc:
+            raise StoreError(f"MongoDB unavailable for run history: {exc}") from exc
+        self.retention = retention_days * 86400
+
+    def write(self, job: str, slot: int, record: dict[str, Any]) -> None:
+        doc = {k: v for k, v in record.items() if k != "tries"} | {"job": job, "slot": slot}
+        doc["slot_at"] = datetime.fromtimestamp(slot, timezone.utc)
+        doc["expires"] = datetime.fromtimestamp(slot + self.retention, timezone.utc)
+        doc["fence"] = int(record.get("fence") or 0)
+        if "tries" in record:
+            doc["tries"] = record["tries"]
+        try:
+            self.runs.update_one({"job": job, "slot": slot, "fence": {"$lte": doc["fence"]}}, {"$set": doc}, upsert=True)
+        except self._pymongo.errors.DuplicateKeyError:
+            pass  # a record under a higher fence is already there
+        except self._pymongo.errors.PyMongoError as exc:
+            log.warning("history.write_failed", job=job, slot=slot, error=str(exc)[:200])
+
+    def read(self, job: str | None, limit: int) -> list[dict[str, Any]]:
+        query = {"job": job} if job else {}
+        try:
+            return list(self.runs.find(query, {"_id": 0, "expires": 0, "slot_at": 0}).sort("slot", -1).limit(limit))
+        except self._pymongo.errors.PyMongoError as exc:
+            raise StoreError(f"MongoDB unavailable for run history: {exc}") from exc
