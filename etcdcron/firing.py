@@ -99,7 +99,7 @@ class Firing:
         if spec.concurrency == "replace":
             # the claim told older runs to stop; start once they are gone (or their grace is over)
             node.wait_view(lambda: not [s for s in self.view.running_of(spec.name) if s != slot], KILL_GRACE + 2)
-        self.run(spec, slot, out.fence, 1)
+        self.run(spec, slot, out.fence, 1, reason)
         return "ran"
 
     def recover(self, spec: JobSpec, rev: int, old: Claim) -> None:
@@ -124,9 +124,9 @@ class Firing:
             return
         log.info("firing.recovered", job=old.job, slot=old.slot, attempt=old.attempt + 1, fence=out.fence,
                  prev_node=old.node, prev_fence=old.fence)
-        self.run(spec, old.slot, out.fence, old.attempt + 1)
+        self.run(spec, old.slot, out.fence, old.attempt + 1, "recovery")
 
-    def run(self, spec: JobSpec, slot: int, fence: int, attempt: int) -> None:
+    def run(self, spec: JobSpec, slot: int, fence: int, attempt: int, reason: str = "schedule") -> None:
         """Run (and retry) a claimed firing, then record its outcome under our fence."""
         node = self.node
         run_fence = fence
@@ -169,7 +169,7 @@ class Firing:
                 self.runs.pop((spec.name, slot), None)
         state = result.state
         record = {"state": state, "attempt": attempt, "started": tries[0]["started"], "ended": result.ended,
-                  "exit_code": result.exit_code, "output": result.output}
+                  "exit_code": result.exit_code, "output": result.output, "reason": reason}
         if state == "killed":
             record["killed_by"] = local.reason
         if len(tries) > 1:
