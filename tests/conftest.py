@@ -12,6 +12,7 @@ from etcdcron.keys import Keys
 from etcdcron.store import EtcdStore
 
 from .cluster import Cluster
+from .mongo import MongoServer
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,17 @@ def cluster(etcd, prefix, tmp_path) -> Cluster:
     c = Cluster(etcd, prefix, tmp_path)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory) -> MongoServer:
+    """A MongoDB wire-protocol server (SecantusDB's secantusd-py, a separate process) for this session."""
+    server = MongoServer(tmp_path_factory.mktemp("mongo")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mongo_uri(mongo_server) -> str:
+    """The URI of a fresh database on the session's server."""
+    return mongo_server.database_uri()
