@@ -1,0 +1,738 @@
+#!/usr/bin/env python
+"""Firing lag: etcdcron (N node processes on one etcd) against APScheduler 3 (one process).
+
+    python bench/firing_lag.py [--rates 100,1000] [--seconds 20] [--warmup 5] [--out docs/benchmarks.md]
+
+*Firing lag* = actual start of a run - its scheduled instant. For a rate R we register R jobs that
+each fire every second (``* * * * * *``), so R firings are due at the top of every second.
+
+etcdcron: a real etcd (``EmbeddedEtcd``, temp data dir, free loopback ports), ``--nodes`` processes
+of ``cli.py serve``, R jobs running the builtin ``ledger`` job, which appends one JSON line per run
+({job, slot, node, fence, attempt, start}) to a shared file. Lag = start - slot.
+
+APScheduler 3: one process (this script re-run with a hidden flag), a ``BackgroundScheduler``, R
+jobs with ``CronTrigger(second="*")``, a thread pool, coalesce off, a generous misfire grace. Each
+run calls the very same ``ledger`` function, with the scheduled run time that APScheduler handed to
+its executor for *that* run (a ``_do_submit_job`` hook), so a run that is late by more than a second
+is still charged to the instant it was scheduled for.
+
+Both measure ``start`` with ``time.time()`` inside the same function on the same machine. The two
+systems run one after the other, never at the same time. After a warm-up, a window of
+``--seconds`` whole-second slots is measured; firings of the window that have not started
+``--drain`` seconds after the window's end count as not executed.
+
+Only loopback traffic; every process started here is stopped here, by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor as _Pool
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The etcdcron code under test: the work tree, or a revision exported by --rev (children inherit it).
+CODE = Path(os.environ.get("ETCDCRON_BENCH_CODE") or ROOT)
+sys.path.insert(0, str(CODE))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STOP_WAIT = 15.0  # seconds a node gets to stop after SIGTERM before it is killed
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list (p in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    k = max(1, math.ceil(p / 100.0 * len(sorted_values)))
+    return sorted_values[k - 1]
+
+
+@dataclass
+class Result:
+    system: str
+    rate: int
+    first: int  # first slot of the window
+    last: int  # last slot of the window (inclusive)
+    expected: int = 0
+    executed: int = 0  # distinct (job, slot) of the window that started
+    runs: int = 0  # runs of window slots (duplicates included)
+    duplicates: int = 0  # (job, slot) started more than once
+    lags_ms: list[float] = field(default_factory=list, repr=False)
+    late_over_1s: int = 0
+    retried: int = 0  # runs with attempt > 1 (recoveries)
+    # p50 lag (ms) of the window's first slot and of its last slot that has runs (and which slot that is)
+    trend: tuple[float, float, int] = (float("nan"), float("nan"), 0)
+    throughput: float = 0.0  # runs (any slot) started per second of the window
+    per_node: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> % of one core over the window
+    notes: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        s = sorted(self.lags_ms)
+        return {"p50": pct(s, 50), "p99": pct(s, 99), "max": s[-1] if s else float("nan"),
+                "mean": sum(s) / len(s) if s else float("nan")}
+
+
+def read_ledger(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                out.append(json.loads(raw))
+            except ValueError:
+                pass  # a torn last line while the writers still run
+    return out
+
+
+def score(res: Result, lines: list[dict], jobs: list[str]) -> Result:
+    """Fill ``res`` from ledger lines: lag of every run whose slot lies in the window."""
+    wanted = set(jobs)
+    seen: Counter = Counter()
+    first_start: dict[tuple[str, int], float] = {}
+    per_node: Counter = Counter()
+    started_in_window = 0
+    for ln in lines:
+        slot = int(ln["slot"])
+        if res.first <= ln["start"] < res.last + 1:
+            started_in_window += 1
+        if not (res.first <= slot <= res.last) or ln["job"] not in wanted:
+            continue
+        ident = (ln["job"], slot)
+        seen[ident] += 1
+        res.runs += 1
+        res.retried += int(ln.get("attempt", 1)) > 1
+        per_node[ln["node"]] += 1
+        if ident not in first_start or ln["start"] < first_start[ident]:
+            first_start[ident] = ln["start"]
+    res.expected = len(jobs) * (res.last - res.first + 1)
+    res.executed = len(seen)
+    res.duplicates = sum(1 for n in seen.values() if n > 1)
+    res.lags_ms = [(start - slot) * 1000.0 for (_, slot), start in first_start.items()]
+    res.late_over_1s = sum(1 for v in res.lags_ms if v > 1000.0)
+    res.per_node = dict(sorted(per_node.items()))
+    res.throughput = started_in_window / (res.last - res.first + 1)
+
+    def p50_of(slot: int) -> float:
+        return pct(sorted((s - slot) * 1000.0 for (_, sl), s in first_start.items() if sl == slot), 50)
+
+    ran = {sl for (_, sl) in first_start}
+    last_ran = max(ran) if ran else res.last
+    res.trend = (p50_of(res.first), p50_of(last_ran), last_ran - res.first + 1)
+    return res
+
+
+def trend_text(r: Result) -> str:
+    text = f"{_ms(r.trend[0])} -> {_ms(r.trend[1])}"
+    n = r.last - r.first + 1
+    return text if r.trend[2] == n else f"{text} (slot {r.trend[2]}/{n}: no later slot ran)"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """user+system CPU seconds of a process (and its reaped children are not counted)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def etcd_metrics(endpoint: str) -> dict[str, float]:
+    """The counters we want from etcd's Prometheus endpoint (loopback)."""
+    import urllib.request
+
+    wanted = ('grpc_server_handled_total{grpc_code="OK",grpc_method="Txn"', "etcd_disk_wal_fsync_duration_seconds_sum",
+              "etcd_disk_wal_fsync_duration_seconds_count", "etcd_mvcc_txn_total", "etcd_server_proposals_committed_total")
+    out: dict[str, float] = {}
+    try:
+        text = urllib.request.urlopen(endpoint + "/metrics", timeout=5).read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        for w in wanted:
+            if line.startswith(w):
+                out[w.split("{")[0] + ("_txn" if "{" in w else "")] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def wait_for(cond, timeout: float, step: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def sleep_until(t: float) -> None:
+    while (d := t - time.time()) > 0:
+        time.sleep(min(d, 0.5))
+
+
+def window_after(t: float, warmup: float, seconds: int) -> tuple[int, int]:
+    first = math.ceil(t + warmup)
+    return first, first + seconds - 1
+
+
+def wait_drained(path: Path, first: int, last: int, expected: int, drain: float) -> None:
+    """After the window: wait until every firing of it has a ledger line, or ``drain`` seconds."""
+    sleep_until(last + 1.0)
+    end = time.time() + drain
+    offset, got = 0, set()
+    while True:
+        if path.exists():
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            cut = chunk.rfind(b"\n") + 1
+            offset += cut
+            for raw in chunk[:cut].splitlines():
+                try:
+                    ln = json.loads(raw)
+                except ValueError:
+                    continue
+                if first <= ln["slot"] <= last:
+                    got.add((ln["job"], ln["slot"]))
+        if len(got) >= expected or time.time() >= end:
+            return
+        time.sleep(0.25)
+
+
+# --- etcdcron -------------------------------------------------------------------------------------
+
+
+def parse_node_log(path: Path, first: int, last: int) -> dict:
+    """What a node said: counts of each event, its own lag at dispatch (logged just before the job
+    runs, after the claim), warnings, and its final counters."""
+    events: Counter = Counter()
+    dispatch: list[float] = []
+    warnings: Counter = Counter()
+    samples: dict[str, str] = {}
+    final: dict = {}
+    for raw in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            if raw.strip():
+                events["<non-json line>"] += 1
+                samples.setdefault("<non-json line>", raw[:300])
+            continue
+        ev = rec.get("event", "?")
+        events[ev] += 1
+        if ev == "firing.started" and first <= rec.get("slot", -1) <= last:
+            dispatch.append(float(rec.get("lag_ms", 0.0)))
+        if rec.get("level") in ("warning", "error", "critical"):
+            warnings[ev] += 1
+            samples.setdefault(ev, json.dumps(rec)[:300])
+        if ev == "node.stopped":
+            final = {k: v for k, v in rec.items() if k not in ("event", "level", "timestamp")}
+    dispatch.sort()
+    return {"events": dict(events), "warnings": dict(warnings), "samples": samples, "stopped": final,
+            "dispatch_ms": {"n": len(dispatch), "p50": pct(dispatch, 50), "p99": pct(dispatch, 99),
+                            "max": dispatch[-1] if dispatch else float("nan")}}
+
+
+def run_etcdcron(rate: int, opts, tmp: Path) -> Result:
+    from etcdcron.admin import Admin
+    from etcdcron.embedded import EmbeddedEtcd
+    from etcdcron.jobs import make_spec
+    from etcdcron.keys import Keys
+    from etcdcron.store import EtcdStore
+
+    work = tmp / f"etcdcron-{rate}"
+    work.mkdir(parents=True)
+    ledger = work / "ledger.jsonl"
+    prefix = f"/bench-{rate}"
+    etcd = EmbeddedEtcd(work / "etcd-data", log_path=work / "etcd.log")
+    procs: dict[str, subprocess.Popen] = {}
+    store = None
+    log(f"[etcdcron {rate}/s] starting etcd")
+    etcd.start()
+    try:
+        store = EtcdStore(etcd.endpoint)
+        etcd_version = store.status()["version"]
+        keys = Keys(prefix)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(CODE))
+        env.pop("ETCDCRON_ETCD", None)
+        env.pop("ETCDCRON_PREFIX", None)
+        ids = [f"b{i + 1}" for i in range(opts.nodes)]
+        for nid in ids:
+            with open(work / f"{nid}.log", "ab") as logf:
+                procs[nid] = subprocess.Popen(
+                    [sys.executable, str(CODE / "cli.py"), "serve", "--etcd", etcd.endpoint, "--prefix", prefix,
+                     "--node-id", nid, "--workers", str(opts.workers), "--grace", "5"],
+                    env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(ROOT))
+
+        def live() -> set[str]:
+            kvs, _ = store.get_prefix(keys.nodes)
+            return {kv.key.rsplit("/", 1)[1] for kv in kvs}
+
+        if not wait_for(lambda: set(ids) <= live(), 30):
+            dead = {n: p.poll() for n, p in procs.items() if p.poll() is not None}
+            raise RuntimeError(f"nodes did not register (live: {sorted(live())}, exited: {dead}); logs in {work}")
+        log(f"[etcdcron {rate}/s] {len(ids)} nodes up; registering {rate} jobs")
+
+        admin = Admin(store, keys)
+        jobs = [f"j{i:04d}" for i in range(1, rate + 1)]
+        t_reg = time.time()
+
+        def register(name: str) -> None:
+            admin.put_job(make_spec(name, "* * * * * *", builtin="ledger", args={"path": str(ledger)},
+                                    active_since=time.time()))
+
+        with _Pool(8) as pool:
+            list(pool.map(register, jobs))
+        reg_seconds = time.time() - t_reg
+        first, last = window_after(time.time(), opts.warmup, opts.seconds)
+        res = Result("etcdcron", rate, first, last)
+        log(f"[etcdcron {rate}/s] jobs registered in {reg_seconds:.1f}s; warm-up, then window "
+            f"{_hms(first)}..{_hms(last)} ({opts.seconds} slots)")
+
+        pids = {**{nid: p.pid for nid, p in procs.items()}, "etcd": etcd.proc.pid}
+        sleep_until(first)
+        cpu0, t0, m0 = {k: cpu_seconds(v) for k, v in pids.items()}, time.monotonic(), etcd_metrics(etcd.endpoint)
+        sleep_until(last + 1.0)
+        cpu1, t1, m1 = {k: cpu_seconds(v) for k, v in pids.items()}, time.monotonic(), etcd_metrics(etcd.endpoint)
+        load = open("/proc/loadavg").read().split()[:3]
+        wait_drained(ledger, first, last, rate * opts.seconds, opts.drain)
+        for k in pids:
+            if cpu0[k] is not None and cpu1[k] is not None:
+                res.cpu[k] = round(100.0 * (cpu1[k] - cpu0[k]) / (t1 - t0), 1)
+        claims_total = store.count_prefix(keys.claims())
+        status = store.status()
+    finally:
+        stop_started = time.monotonic()
+        ignored_sigterm = []
+        for nid, p in procs.items():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for nid, p in procs.items():
+            try:
+                p.wait(timeout=max(0.1, stop_started + STOP_WAIT - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log(f"[etcdcron {rate}/s] node {nid} (pid {p.pid}) still running {STOP_WAIT:g}s after SIGTERM; "
+                    f"killing it (SIGKILL)")
+                ignored_sigterm.append(nid)
+                p.kill()
+                p.wait()
+        stop_seconds = time.monotonic() - stop_started
+        if store is not None:
+            store.close()
+        etcd.stop()
+
+    score(res, read_ledger(ledger), jobs)
+    nodes = {nid: parse_node_log(work / f"{nid}.log", first, last) for nid in procs}
+    res.notes = {
+        "etcd_version": etcd_version, "register_seconds": round(reg_seconds, 2),
+        "stop_seconds": round(stop_seconds, 2), "loadavg": load, "nodes": nodes,
+        "exit_codes": {nid: p.returncode for nid, p in procs.items()}, "ignored_sigterm": ignored_sigterm,
+        "etcd_window": {k: round(m1[k] - m0.get(k, 0.0), 3) for k in m1},
+        "claims_in_etcd_at_end": claims_total, "etcd_revision_at_end": status["revision"],
+        "etcd_db_bytes": status["db_size"], "workdir": str(work),
+    }
+    return res
+
+
+# --- APScheduler ----------------------------------------------------------------------------------
+
+
+def run_apscheduler(rate: int, opts, tmp: Path) -> Result:
+    """Run the APScheduler side in a fresh interpreter (this script with ``--apscheduler-child``)."""
+    work = tmp / f"apscheduler-{rate}"
+    work.mkdir(parents=True)
+    ledger = work / "ledger.jsonl"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--apscheduler-child", str(rate),
+           "--seconds", str(opts.seconds), "--warmup", str(opts.warmup), "--drain", str(opts.drain),
+           "--aps-workers", str(opts.aps_workers), "--ledger", str(ledger)]
+    log(f"[APScheduler {rate}/s] starting one process with {rate} jobs")
+    env = dict(os.environ, ETCDCRON_BENCH_CODE=str(CODE), PYTHONPATH=str(CODE))
+    with open(work / "child.log", "wb") as errf:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, text=True, cwd=str(ROOT), env=env)
+    try:
+        out, _ = proc.communicate(timeout=opts.warmup + opts.seconds + opts.drain + 120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"APScheduler child timed out; log in {work / 'child.log'}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"APScheduler child failed ({proc.returncode}): "
+                           f"{(work / 'child.log').read_text(errors='replace')[-800:]}")
+    info = json.loads(out.strip().splitlines()[-1])
+    res = Result("APScheduler", rate, info["first"], info["last"])
+    score(res, read_ledger(ledger), info["jobs"])
+    res.cpu = {"apscheduler": info["cpu_pct"]}
+    res.notes = {k: v for k, v in info.items() if k not in ("jobs", "first", "last", "cpu_pct")}
+    res.notes["workdir"] = str(work)
+    return res
+
+
+def apscheduler_child(rate: int, opts) -> int:
+    import apscheduler
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+    from apscheduler.executors.base import run_job
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    from etcdcron.builtins import ledger
+    from etcdcron.executor import RunContext
+
+    current = threading.local()
+
+    class StampingExecutor(ThreadPoolExecutor):
+        """APScheduler's pool executor, except that each run time is handed to the job function
+        (through a thread-local), so its lag is measured against the instant it was scheduled for,
+        also when one submission carries several run times (coalesce off, scheduler behind)."""
+
+        def _do_submit_job(self, job, run_times):
+            def callback(f):
+                exc = f.exception()
+                if exc:
+                    self._run_job_error(job.id, exc, exc.__traceback__)
+                else:
+                    self._run_job_success(job.id, f.result())
+
+            f = self._pool.submit(run_stamped, job, job._jobstore_alias, run_times, self._logger.name)
+            f.add_done_callback(callback)
+
+    def run_stamped(job, alias, run_times, logger_name):
+        events = []
+        for run_time in run_times:  # APScheduler's own run_job, one run time at a time
+            current.run_time = run_time
+            events += run_job(job, alias, [run_time], logger_name)
+        return events
+
+    path = opts.ledger
+
+    def fire(name: str) -> None:
+        slot = int(current.run_time.timestamp())
+        ledger(RunContext(name, slot, "apscheduler", 0, 1, {"path": path}))
+
+    dropped: Counter = Counter()
+
+    def on_event(ev) -> None:
+        dropped[{EVENT_JOB_MISSED: "missed", EVENT_JOB_MAX_INSTANCES: "max_instances",
+                 EVENT_JOB_ERROR: "error"}.get(ev.code, str(ev.code))] += 1
+
+    sched = BackgroundScheduler(
+        executors={"default": StampingExecutor(opts.aps_workers)},
+        job_defaults={"coalesce": False, "misfire_grace_time": 3600, "max_instances": 100},
+        timezone=timezone.utc,
+    )
+    sched.add_listener(on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
+    jobs = [f"j{i:04d}" for i in range(1, rate + 1)]
+    for name in jobs:
+        sched.add_job(fire, CronTrigger(second="*", timezone=timezone.utc), args=[name], id=name, name=name)
+    sched.start()
+    first, last = window_after(time.time(), opts.warmup, opts.seconds)
+    sleep_until(first)
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    sleep_until(last + 1.0)
+    r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    wait_drained(Path(path), first, last, rate * opts.seconds, opts.drain)
+    sched.shutdown(wait=False)
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / (t1 - t0) * 100.0
+    print(json.dumps({"first": first, "last": last, "jobs": jobs, "cpu_pct": round(cpu, 1),
+                      "apscheduler_version": apscheduler.__version__, "workers": opts.aps_workers,
+                      "dropped_events": dict(dropped),
+                      "loadavg": open("/proc/loadavg").read().split()[:3]}), flush=True)
+    return 0
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _hms(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S")
+
+
+def _ms(v: float) -> str:
+    if v != v:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}"
+
+
+LOADAVG_AT_START = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
+
+
+def machine(etcd_version: str | None) -> dict:
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import apscheduler
+        aps = apscheduler.__version__
+    except ImportError:
+        aps = "not installed"
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu": model, "python": platform.python_version(),
+            "os": f"{platform.system()} {platform.release()}", "etcd": etcd_version or "?", "apscheduler": aps,
+            "loadavg": " ".join(LOADAVG_AT_START),
+            "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def use_revision(rev: str, tmp: Path) -> str:
+    """Export ``rev`` of the repository (git archive) and make it the code under test."""
+    global CODE
+    sha = git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    dest = tmp / f"src-{sha[:10]}"
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    CODE = dest
+    os.environ["ETCDCRON_BENCH_CODE"] = str(dest)
+    sys.path.insert(0, str(dest))
+    return f"git revision `{sha[:12]}` ({git('log', '-1', '--format=%s', sha)[:80]}), exported with `git archive`"
+
+
+def describe_work_tree() -> str:
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--", "etcdcron", "cli.py", "pyproject.toml")
+    except (OSError, subprocess.CalledProcessError):
+        return f"the work tree at {ROOT} (not a git checkout)"
+    state = f"with uncommitted changes to {len(dirty.splitlines())} package files" if dirty else "clean"
+    return f"the work tree at `{sha[:12]}`, {state}"
+
+
+def table(results: list[Result]) -> str:
+    head = (f"{'rate/s':>7}  {'system':<12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  "
+            f"{'executed/expected':>19} {'>1s late':>8} {'dups':>5} {'runs/s':>7}  "
+            f"{'p50 first->last slot':>21}  share by node")
+    rows = [head, "-" * len(head)]
+    for r in results:
+        s = r.summary()
+        share = ", ".join(f"{n} {100.0 * c / max(1, r.runs):.0f}%" for n, c in r.per_node.items())
+        trend = trend_text(r).split(" (")[0]
+        rows.append(f"{r.rate:>7}  {r.system:<12} {_ms(s['p50']):>8} {_ms(s['p99']):>8} {_ms(s['max']):>8}  "
+                    f"{f'{r.executed}/{r.expected}':>19} {r.late_over_1s:>8} {r.duplicates:>5} {r.throughput:>7.0f}  "
+                    f"{trend:>21}  {share}")
+    return "\n".join(rows)
+
+
+def verdict(ours: Result, theirs: Result) -> str:
+    a, b = ours.summary(), theirs.summary()
+    complete = ours.executed == ours.expected and ours.duplicates == 0
+    if a["p99"] <= b["p99"] and complete:
+        return (f"**met**: etcdcron p99 {_ms(a['p99'])} ms <= APScheduler p99 {_ms(b['p99'])} ms, "
+                f"with every firing run exactly once")
+    why = []
+    if a["p99"] > b["p99"]:
+        why.append(f"etcdcron p99 {_ms(a['p99'])} ms > APScheduler p99 {_ms(b['p99'])} ms "
+                   f"({a['p99'] / b['p99']:.1f}x)" if b["p99"] > 0 else "etcdcron p99 is higher")
+    if ours.executed != ours.expected:
+        why.append(f"etcdcron ran {ours.executed} of {ours.expected} firings in time")
+    if ours.duplicates:
+        why.append(f"{ours.duplicates} duplicate runs")
+    return "**not met**: " + "; ".join(why)
+
+
+def markdown(results: list[Result], opts, command: str, mach: dict, started: float, elapsed: float,
+             code: str) -> str:
+    out = []
+    w = out.append
+    w("# Benchmarks: firing lag\n")
+    w("*Firing lag* = the moment a run actually starts - the instant it was scheduled for. "
+      "Measured by `bench/firing_lag.py`; this page is written by that script (the interpretation "
+      "section at the end is kept by hand, see below).\n")
+    w("## Set-up\n")
+    w(f"- Run: {datetime.fromtimestamp(started, timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, "
+      f"took {elapsed:.0f} s")
+    w(f"- Machine: {mach['nproc']} CPUs ({mach['cpu']}), {mach['mem_gb']} GB RAM, {mach['os']}; "
+      f"shared with other work (load average {mach['loadavg']} when the run began), so figures vary "
+      f"from run to run")
+    w(f"- Python {mach['python']}, etcd {mach['etcd']} (single member, embedded, loopback), "
+      f"APScheduler {mach['apscheduler']}")
+    w(f"- Command: `{command}`")
+    w(f"- etcdcron code measured: {code}")
+    w(f"- Load: for a rate R, R jobs each firing every second (`* * * * * *`), so R firings fall due at "
+      f"the top of every second. Warm-up {opts.warmup:g} s, then a window of {opts.seconds} whole-second "
+      f"slots; a firing of the window that has not started {opts.drain:g} s after the window's end counts "
+      f"as not executed. Lag percentiles are over the firings that did start: when firings are missing, "
+      f"the percentiles flatter the system, read them with the executed column.")
+    w(f"- etcdcron: {opts.nodes} `etcdcron serve` processes (`--workers {opts.workers}`) on one etcd, "
+      f"jobs run the builtin `ledger` job (one JSON line per run with its slot, node, fence and "
+      f"`start = time.time()`), default logging (JSON lines, info).")
+    w(f"- APScheduler: one process, `BackgroundScheduler`, `CronTrigger(second='*')`, thread pool of "
+      f"{opts.aps_workers}, `coalesce=False`, `misfire_grace_time=3600`, `max_instances=100`, "
+      f"default in-memory job store. Each run calls the same `ledger` function; the scheduled time "
+      f"of each run is taken from the run times APScheduler hands its executor (`_do_submit_job`), "
+      f"so a run more than 1 s late is not mistaken for the next second's.")
+    w("- The two run one after the other (etcdcron first, then APScheduler), never at the same time.\n")
+    w("## Results\n")
+    for rate in sorted({r.rate for r in results}):
+        rs = [r for r in results if r.rate == rate]
+        w(f"### {rate:,} firings per second\n")
+        w("| | p50 lag (ms) | p99 lag (ms) | max lag (ms) | executed / expected | started > 1 s late | "
+          "duplicates | runs started per s | p50 lag of first -> last slot (ms) | runs per node | "
+          "CPU during window (% of one core) |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+        for r in rs:
+            s = r.summary()
+            share = ", ".join(f"{n} {c} ({100.0 * c / max(1, r.runs):.0f}%)" for n, c in r.per_node.items())
+            cpu = ", ".join(f"{k} {v:.0f}" for k, v in r.cpu.items())
+            w(f"| {r.system} | {_ms(s['p50'])} | {_ms(s['p99'])} | {_ms(s['max'])} | "
+              f"{r.executed:,} / {r.expected:,} | {r.late_over_1s:,} | {r.duplicates} | {r.throughput:,.0f} | "
+              f"{trend_text(r)} | {share} | {cpu} |")
+        w("")
+        ec = next((r for r in rs if r.system == "etcdcron"), None)
+        ap = next((r for r in rs if r.system == "APScheduler"), None)
+        if ec is not None:
+            w("etcdcron details:\n")
+            for nid, info in ec.notes.get("nodes", {}).items():
+                d = info["dispatch_ms"]
+                warn = ", ".join(f"{k} x{v}" for k, v in info["warnings"].items()) or "none"
+                stats = ", ".join(f"{k} {v}" for k, v in info["stopped"].items() if k != "node") or "(no node.stopped line)"
+                w(f"- node {nid}: lag when the node logged `firing.started` (after its claim, before the "
+                  f"job): p50 {_ms(d['p50'])} / p99 {_ms(d['p99'])} / max {_ms(d['max'])} ms over {d['n']} "
+                  f"runs; warnings: {warn}; counters at stop: {stats}")
+            ew = ec.notes.get("etcd_window", {})
+            txn = ew.get("grpc_server_handled_total_txn")
+            if txn:
+                fs_n = ew.get("etcd_disk_wal_fsync_duration_seconds_count", 0)
+                fs_s = ew.get("etcd_disk_wal_fsync_duration_seconds_sum", 0)
+                per = txn / max(1.0, ec.throughput * (ec.last - ec.first + 1))
+                w(f"- etcd during the window: {txn:,.0f} Txn RPCs ({txn / (ec.last - ec.first + 1):,.0f}/s), "
+                  f"{per:.1f} per run started in the window (2.0 = one claim + one completion; more means claim "
+                  f"attempts that lost the compare-and-swap); {fs_n:,.0f} WAL fsyncs, "
+                  f"{1000 * fs_s / max(1, fs_n):.2f} ms each on average")
+            if ec.retried:
+                w(f"- runs with attempt > 1 (recoveries): {ec.retried}")
+            if ec.notes.get("ignored_sigterm"):
+                w(f"- **nodes still running {STOP_WAIT:g} s after SIGTERM, killed**: "
+                  f"{', '.join(ec.notes['ignored_sigterm'])}")
+            w(f"- jobs registered in {ec.notes.get('register_seconds')} s; nodes stopped in "
+              f"{ec.notes.get('stop_seconds')} s, exit codes {ec.notes.get('exit_codes')}; "
+              f"load average at window end {' '.join(ec.notes.get('loadavg', []))}\n")
+        if ap is not None:
+            w(f"APScheduler details: dropped-run events {ap.notes.get('dropped_events') or 'none'}; "
+              f"load average at window end {' '.join(ap.notes.get('loadavg', []))}\n")
+        if ec is not None and ap is not None:
+            w(f"Goal \"p99 no worse than APScheduler's\" at {rate:,}/s: {verdict(ec, ap)}.\n")
+    w(INTERPRETATION_MARK)
+    return "\n".join(out) + "\n"
+
+
+INTERPRETATION_MARK = "## Interpretation"
+
+
+def write_doc(path: Path, generated: str) -> None:
+    """Write the generated part; keep a hand-written interpretation already in the file."""
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        i = old.find(INTERPRETATION_MARK)
+        if i >= 0:
+            kept = old[i + len(INTERPRETATION_MARK):].lstrip("\n")
+    if not kept:
+        kept = "_Not written yet: read the tables above._\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(generated + "\n" + kept)
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", default="100,1000", help="firings per second to test, comma-separated")
+    ap.add_argument("--seconds", type=int, default=20, help="measured window, in whole-second slots")
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds between job registration and the window")
+    ap.add_argument("--drain", type=float, default=5.0, help="seconds after the window that late runs still count")
+    ap.add_argument("--nodes", type=int, default=3, help="etcdcron node processes")
+    ap.add_argument("--workers", type=int, default=32, help="etcdcron serve --workers")
+    ap.add_argument("--aps-workers", type=int, default=32, help="APScheduler thread pool size")
+    ap.add_argument("--only", choices=("etcdcron", "apscheduler"), help="run one side only")
+    ap.add_argument("--rev", help="measure this git revision of etcdcron (exported to a temp dir) "
+                                  "instead of the work tree")
+    ap.add_argument("--out", default="docs/benchmarks.md", help="markdown report ('' for none)")
+    ap.add_argument("--json", dest="json_out", default="", help="also write the raw results as JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (node logs, ledgers)")
+    ap.add_argument("--apscheduler-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--ledger", help=argparse.SUPPRESS)
+    opts = ap.parse_args(argv)
+    if opts.apscheduler_child:
+        return apscheduler_child(opts.apscheduler_child, opts)
+
+    rates = [int(x) for x in opts.rates.split(",") if x.strip()]
+    command = "python bench/firing_lag.py" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
+    tmp = Path(tempfile.mkdtemp(prefix="etcdcron-bench-"))
+    code = use_revision(opts.rev, tmp) if opts.rev else describe_work_tree()
+    log(f"measuring {code}")
+    started, results = time.time(), []
+    etcd_version = None
+    try:
+        for rate in rates:
+            if opts.only != "apscheduler":
+                r = run_etcdcron(rate, opts, tmp)
+                etcd_version = r.notes.get("etcd_version")
+                results.append(r)
+                log(table([r]).splitlines()[-1])
+                time.sleep(1.0)  # let the machine settle between the two
+            if opts.only != "etcdcron":
+                r = run_apscheduler(rate, opts, tmp)
+                results.append(r)
+                log(table([r]).splitlines()[-1])
+    finally:
+        if opts.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.time() - started
+    mach = machine(etcd_version)
+    print(f"\nmachine: {mach['nproc']} CPUs, Python {mach['python']}, etcd {mach['etcd']}, APScheduler {mach['apscheduler']}")
+    print(f"command: {command}  ({elapsed:.0f} s)\n")
+    print(table(results))
+    for rate in rates:
+        ec = next((r for r in results if r.rate == rate and r.system == "etcdcron"), None)
+        apr = next((r for r in results if r.rate == rate and r.system == "APScheduler"), None)
+        if ec and apr:
+            print(f"{rate}/s: {verdict(ec, apr).replace('**', '')}")
+    if opts.out:
+        out = Path(opts.out)
+        if not out.is_absolute():
+            out = ROOT / out
+        write_doc(out, markdown(results, opts, command, mach, started, elapsed, code))
+        print(f"\nwrote {out}")
+    if opts.json_out:
+        Path(opts.json_out).write_text(json.dumps(
+            [{**{k: v for k, v in r.__dict__.items() if k != "lags_ms"}, "summary": r.summary()} for r in results],
+            indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
