@@ -66,7 +66,9 @@ def serve(opts: ServeOptions) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         node.start()
-        stop.wait()
+        # A timed wait: a signal that lands on another thread is then still seen by the main one.
+        while not stop.wait(0.5):
+            pass
         log.info("node.signal", signal=received[0] if received else "drain")
         node.stop()
     finally:

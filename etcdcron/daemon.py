@@ -22,7 +22,7 @@ from typing import Callable
 import structlog
 
 from . import store as st
-from .claims import Claim, Claims, rank, unit_hash
+from .claims import BATCH, Claim, Claims, rank, unit_hash
 from .clock import Clock, SystemClock
 from .errors import StoreError
 from .firing import Firing
@@ -110,16 +110,18 @@ class Node:
         self.stopping.set()
         self._wake()
         self.session.drain()
-        with self._lock:
-            pending = list(self._inflight)
         deadline = self.clock.monotonic() + grace
-        for fut in pending:
+        while True:  # runs claimed by a batch in flight may still be queued: wait for those too
+            with self._lock:
+                pending = [f for f in self._inflight if not f.done()]
+            if not pending or self.clock.monotonic() >= deadline:
+                break
             try:
-                fut.result(timeout=max(0.0, deadline - self.clock.monotonic()))
+                pending[0].result(timeout=max(0.0, deadline - self.clock.monotonic()))
             except Exception:  # noqa: BLE001 - timeouts and job errors alike: we are leaving
                 pass
-        if any(not f.done() for f in pending):
-            log.warning("node.grace_expired", node=self.node_id, unfinished=sum(not f.done() for f in pending),
+        if pending:
+            log.warning("node.grace_expired", node=self.node_id, unfinished=len(pending),
                         note="their claims die with our lease and are recovered elsewhere")
         self.leader.stop()
         if self._watch:
@@ -247,21 +249,27 @@ class Node:
     # --- the timer
     def _timer_loop(self) -> None:
         while not self.stopping.is_set():
+            now = self.clock.time()
             with self._lock:
-                top = self._heap[0] if self._heap else None
-                delay = (top.due - self.clock.time()) if top else 1.0
-                if top is not None and delay <= 0:
-                    heapq.heappop(self._heap)
-            if top is None or delay > 0:
+                due: list[_Entry] = []
+                while self._heap and self._heap[0].due <= now:
+                    due.append(heapq.heappop(self._heap))
+                delay = (self._heap[0].due - now) if self._heap else 1.0
+            if not due:
                 self._wakeup.wait(min(delay, 1.0))
                 self._wakeup.clear()
                 continue
-            try:
-                self._due(top)
-            except Exception as exc:  # noqa: BLE001 - the timer must survive any one entry
-                log.error("timer.entry_failed", job=top.job, slot=top.slot, error=repr(exc)[:300])
+            batch: list[tuple[JobSpec, int, int]] = []
+            for entry in due:
+                try:
+                    self._due(entry, batch)
+                except Exception as exc:  # noqa: BLE001 - the timer must survive any one entry
+                    log.error("timer.entry_failed", job=entry.job, slot=entry.slot, error=repr(exc)[:300])
+            # everything due now is claimed in a few round trips, not one per firing
+            for i in range(0, len(batch), BATCH):
+                self.submit(self.firing.fire_batch, batch[i:i + BATCH])
 
-    def _due(self, e: _Entry) -> None:
+    def _due(self, e: _Entry, batch: list) -> None:
         found = self.view.job(e.job)
         if found is None:
             return
@@ -278,30 +286,31 @@ class Node:
             if self.node_id in order:
                 r = order.index(self.node_id)
                 if r == 0:
-                    self._submit(self.firing.fire, spec, rev, e.slot)
+                    batch.append((spec, rev, e.slot))
                 else:
                     self._push("check", e.due + r * self.cfg.takeover, e.job, e.slot, rev)
         elif e.kind == "check":
             if not self.view.claimed(e.job, e.slot):
-                self._submit(self.firing.fire, spec, rev, e.slot)
+                batch.append((spec, rev, e.slot))
         elif e.kind == "recover":
             c = self.view.claims.get((e.job, e.slot))
             if c is not None and c.running and c.mod_revision == e.claim.mod_revision \
                     and (e.job, e.slot) not in self.view.running:
-                self._submit(self.firing.recover, spec, rev, c)
+                self.submit(self.firing.recover, spec, rev, c)
         elif e.kind == "catchup":
-            self._submit(self.firing.catch_up, spec, rev, float(e.slot))
+            self.submit(self.firing.catch_up, spec, rev, float(e.slot))
         elif e.kind == "trigger":
             trig = self.view.triggers.get(e.job)
             if trig and trig[0] == e.extra[0]:
-                self._submit(self.firing.trigger, spec, rev, trig[0], trig[1])
+                self.submit(self.firing.trigger, spec, rev, trig[0], trig[1])
         elif e.kind == "backfill":
             req = self.view.backfills.get((e.job, e.extra[0]))
             if req and req[0] == e.extra[1]:
-                self._submit(self.firing.backfill, spec, rev, e.extra[0], req[0], req[1])
+                self.submit(self.firing.backfill, spec, rev, e.extra[0], req[0], req[1])
 
-    def _submit(self, fn, *args) -> None:
-        if self.stopping.is_set():
+    def submit(self, fn, *args, claimed: bool = False) -> None:
+        """Queue work on the pool; once stopping, only the runs of firings already claimed."""
+        if self.stopping.is_set() and not claimed:
             return
         fut = self.pool.submit(fn, *args)
         with self._lock:

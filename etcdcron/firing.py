@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from . import store as st
-from .claims import NON_RUNS, Claim, unit_hash
+from .claims import NON_RUNS, Claim, ClaimRequest, unit_hash
 from .errors import StoreError
 from .executor import KILL_GRACE, RunContext, run_job
 from .jobs import JobSpec
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("etcdcron.firing")
 
 MAX_BACKOFF = 300.0
+LATE = 1.0  # a scheduled run starting later than this is logged as a warning
 BLOCKED_WAIT = 3600.0  # how long a catch-up or backfill firing waits for a running run to end
 
 
@@ -89,18 +90,52 @@ class Firing:
                 continue
             break
         if out.why == "blocked":
-            busy = self.view.running_of(spec.name)
-            if self.claims.record(spec.name, slot, "skipped", reason="forbid", running=busy[:3]):
-                log.info("firing.skipped", job=spec.name, slot=slot, reason="previous run still running", running=busy[:3])
+            self._skip(spec, slot)
             return "skipped"
         if not out:
             return out.why
-        node.stats["claimed"] += 1
+        self.node.stats["claimed"] += 1
+        self._start(spec, slot, out.fence, reason)
+        return "ran"
+
+    def fire_batch(self, items: list[tuple[JobSpec, int, int]]) -> None:
+        """The firings due at one instant that this node owns: claimed in one round trip, then run
+        on the worker pool."""
+        node = self.node
+        if not node.can_claim():
+            return
+        degraded = self.view.degraded()
+        todo: list[tuple[JobSpec, ClaimRequest]] = []
+        for spec, rev, slot in items:
+            if spec.level in degraded:
+                if self.claims.record(spec.name, slot, "degraded", level=spec.level):
+                    log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
+            elif not self.view.exhausted(spec):
+                todo.append((spec, ClaimRequest(spec.name, slot, rev, spec.concurrency, spec.max_runs)))
+        if not todo:
+            return
+        try:
+            outs = self.claims.claim_many([r for _, r in todo], node.session.lease, node.clock.time())
+        except StoreError as exc:
+            log.warning("firing.claim_failed", firings=len(todo), error=str(exc)[:200])
+            return
+        for (spec, req), out in zip(todo, outs):
+            if out.why == "blocked":
+                self._skip(spec, req.slot)
+            elif out:
+                node.stats["claimed"] += 1
+                node.submit(self._start, spec, req.slot, out.fence, "schedule", claimed=True)
+
+    def _skip(self, spec: JobSpec, slot: int) -> None:
+        busy = self.view.running_of(spec.name)
+        if self.claims.record(spec.name, slot, "skipped", reason="forbid", running=busy[:3]):
+            log.info("firing.skipped", job=spec.name, slot=slot, reason="previous run still running", running=busy[:3])
+
+    def _start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
         if spec.concurrency == "replace":
             # the claim told older runs to stop; start once they are gone (or their grace is over)
-            node.wait_view(lambda: not [s for s in self.view.running_of(spec.name) if s != slot], KILL_GRACE + 2)
-        self.run(spec, slot, out.fence, 1, reason)
-        return "ran"
+            self.node.wait_view(lambda: not [s for s in self.view.running_of(spec.name) if s != slot], KILL_GRACE + 2)
+        self.run(spec, slot, fence, 1, reason)
 
     def recover(self, spec: JobSpec, rev: int, old: Claim) -> None:
         node = self.node
@@ -144,8 +179,12 @@ class Firing:
                 local.cancel.set()
             while True:
                 ctx = RunContext(spec.name, slot, node.node_id, local.fence, attempt, dict(spec.args), node.cfg.mongo)
+                lag = node.clock.time() - slot
+                if lag > LATE and reason == "schedule":
+                    log.warning("firing.late", job=spec.name, slot=slot, lag_ms=round(lag * 1000),
+                                note="this node is behind: more workers or more nodes")
                 log.info("firing.started", job=spec.name, slot=slot, fence=local.fence, attempt=attempt,
-                         lag_ms=round((node.clock.time() - slot) * 1000, 1))
+                         lag_ms=round(lag * 1000, 1))
                 result = run_job(spec, ctx, local.cancel)
                 node.stats["ran"] += 1
                 tries.append({"attempt": attempt, "fence": local.fence, "state": result.state, "exit_code": result.exit_code,

@@ -36,12 +36,19 @@ def builtin_jobs() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=BUILTIN_GROUP)}
 
 
+_LOADED: dict[str, Callable[..., Any]] = {}
+
+
 def load_builtin(name: str) -> Callable[..., Any]:
-    """Import the callable registered as builtin ``name``."""
-    eps = builtin_jobs()
-    if name not in eps:
-        raise InvalidSpec(f"unknown builtin job {name!r} (installed: {', '.join(sorted(eps)) or 'none'})")
-    return eps[name].load()
+    """Import the callable registered as builtin ``name`` (once per process: the lookup costs a
+    scan of every installed package's metadata)."""
+    fn = _LOADED.get(name)
+    if fn is None:
+        eps = builtin_jobs()
+        if name not in eps:
+            raise InvalidSpec(f"unknown builtin job {name!r} (installed: {', '.join(sorted(eps)) or 'none'})")
+        fn = _LOADED[name] = eps[name].load()
+    return fn
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class JobSpec:
         """The first firing instant after ``ts`` inside [start_at, end_at], or None if there is none."""
         if self.start_at is not None and ts < self.start_at:
             ts = self.start_at - 1
-        t = self.parsed.next_after(_dt(ts)).timestamp()
+        t = _next_after(self.schedule, self.tz, ts)
         if self.end_at is not None and t > self.end_at:
             return None
         return t
@@ -110,6 +117,20 @@ class JobSpec:
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
+
+
+_NEXT_CACHE: dict[tuple[str, str, float], float] = {}
+
+
+def _next_after(expr: str, tz: str, ts: float) -> float:
+    """Memoised: a fleet of jobs on the same schedule asks the same question every firing."""
+    key = (expr, tz, ts)
+    t = _NEXT_CACHE.get(key)
+    if t is None:
+        if len(_NEXT_CACHE) > 50_000:
+            _NEXT_CACHE.clear()
+        t = _NEXT_CACHE[key] = _parsed(expr, tz).next_after(_dt(ts)).timestamp()
+    return t
 
 
 _SCHEDULE_CACHE: dict[tuple[str, str], Schedule] = {}

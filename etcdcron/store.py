@@ -260,6 +260,20 @@ class EtcdStore:
         ranges = [[_kv(kv) for kv in r.response_range.kvs] for r in resp.responses if r.WhichOneof("response") == "response_range"]
         return TxnResult(resp.succeeded, resp.header.revision, ranges)
 
+    def txn_batch(self, txns: Sequence[tuple[Iterable, Iterable, Iterable]]) -> tuple[list[TxnResult], int]:
+        """Several independent transactions in one round trip and one revision: each (compare,
+        success, failure) is a nested transaction, judged on its own compare."""
+        nested = [etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(compare=list(c), success=list(ok), failure=list(ko)))
+                  for c, ok, ko in txns]
+        resp = self._call(etcdrpc.KVStub, "Txn", etcdrpc.TxnRequest(success=nested))
+        out = []
+        for r in resp.responses:
+            inner = r.response_txn
+            ranges = [[_kv(kv) for kv in x.response_range.kvs] for x in inner.responses
+                      if x.WhichOneof("response") == "response_range"]
+            out.append(TxnResult(inner.succeeded, resp.header.revision, ranges))
+        return out, resp.header.revision
+
     def compact(self, revision: int) -> None:
         self._call(etcdrpc.KVStub, "Compact", etcdrpc.CompactionRequest(revision=revision, physical=True))
 
@@ -403,7 +417,7 @@ class Watch:
         self._requests = q
         create = etcdrpc.WatchCreateRequest(
             key=_b(self.prefix), range_end=prefix_end(self.prefix), start_revision=self.next_revision,
-            prev_kv=True, progress_notify=True,
+            progress_notify=True,
         )
         q.put(etcdrpc.WatchRequest(create_request=create))
         stub = etcdrpc.WatchStub(self.store._chan())
