@@ -1,9 +1,113 @@
-"""Command-line commands of the analytics package, mounted on the `etcdcron` app by :func:`register`."""
+"""Command-line commands of the analytics package, mounted on the `etcdcron` app by :func:`register`:
+``collect``, ``apps create|ls``, ``analytics seed|report``. Like the rest of the CLI, they parse,
+call, print; errors are etcdcron errors that the main CLI turns into one line and an exit code.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Annotated, Optional
+
 import typer
+
+Mongo = Annotated[Optional[str], typer.Option("--mongo", envvar="ETCDCRON_MONGO",
+                                              help="MongoDB URI (default mongodb://127.0.0.1:27017/etcdcron)")]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+AppRef = Annotated[str, typer.Option("--app", help="app id or name")]
+
+
+def _store(mongo: str | None):
+    from .store import DEFAULT_URI, AnalyticsStore  # noqa: PLC0415 - keep `etcdcron --help` light
+
+    store = AnalyticsStore(mongo or DEFAULT_URI, timeout=3.0)
+    store.ping()
+    return store
+
+
+def _out(data, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
 def register(app: typer.Typer) -> None:
     """Add `collect`, `apps …` and `analytics …` to the etcdcron command line."""
+    apps = typer.Typer(help="Register and list analytics apps.", no_args_is_help=True)
+    analytics = typer.Typer(help="Synthetic data and reports of the analytics workload.", no_args_is_help=True)
+    app.add_typer(apps, name="apps")
+    app.add_typer(analytics, name="analytics")
+
+    @app.command()
+    def collect(
+        mongo: Mongo = None,
+        host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to listen on")] = 8080,
+        log_level: Annotated[str, typer.Option("--log-level", envvar="ETCDCRON_LOG_LEVEL")] = "info",
+    ) -> None:
+        """Run the event collector (GoAnalytics client API and /v1/events batches) until SIGTERM."""
+        from etcdcron import log as logsetup  # noqa: PLC0415
+
+        from .collector import serve  # noqa: PLC0415
+        from .embedded import resolve  # noqa: PLC0415
+
+        logsetup.configure(log_level)
+        uri, embedded = resolve(mongo, embed=True)
+        try:
+            serve(uri, host, port)
+        finally:
+            if embedded is not None:
+                embedded.stop()
+
+    @apps.command("create")
+    def apps_create(
+        name: Annotated[str, typer.Argument(help="app name, [a-z0-9][a-z0-9._-]{0,62}")],
+        tz: Annotated[str, typer.Option("--tz", help="IANA zone in which the app's days are counted")] = "UTC",
+        grace: Annotated[float, typer.Option("--grace", help="seconds after a day's end that its late events are still taken")] = 7200.0,
+        mongo: Mongo = None, as_json: Json = False,
+    ) -> None:
+        """Register an app; prints its id and its key (for the client signatures)."""
+        from .events import App  # noqa: PLC0415
+
+        new = App.new(name, tz, grace)  # validates before anything is written
+        with _store(mongo) as store:
+            created = store.create_app(new)
+        _out(created.doc() | {"id": created.id}, as_json,
+             f"created app {created.name}\nid:  {created.id}\nkey: {created.key}\ntz:  {created.tz}")
+
+    @apps.command("ls")
+    def apps_ls(mongo: Mongo = None, as_json: Json = False) -> None:
+        """List apps (without their keys)."""
+        with _store(mongo) as store:
+            found = store.apps()
+        rows = [f"{'ID':<18}{'NAME':<24}{'TZ':<24}GRACE"] + [f"{a.id:<18}{a.name:<24}{a.tz:<24}{a.grace:g}" for a in found]
+        _out([{"id": a.id, "name": a.name, "tz": a.tz, "grace": a.grace} for a in found], as_json, "\n".join(rows))
+
+    @analytics.command("seed")
+    def seed_cmd(
+        app_ref: AppRef,
+        devices: Annotated[int, typer.Option("--devices", min=1, help="devices arriving over the period")] = 1000,
+        days: Annotated[int, typer.Option("--days", min=1, max=400, help="days of history, ending yesterday")] = 30,
+        seed: Annotated[int, typer.Option("--seed", help="random seed")] = 1,
+        mongo: Mongo = None, as_json: Json = False,
+    ) -> None:
+        """Write realistic synthetic events for an app through the collector's insert path."""
+        from .seed import seed as run_seed  # noqa: PLC0415
+
+        with _store(mongo) as store:
+            target = store.app(app_ref)
+            with typer.progressbar(length=days, label=f"seeding {target.name}", file=sys.stderr) as bar:
+                summary = run_seed(store, target, devices, days, seed, progress=bar.update)
+        _out(summary, as_json, f"seeded {summary['events']} events of {summary['devices']} devices, "
+                               f"{summary['first']} to {summary['last']} ({target.tz})")
+
+    @analytics.command("report")
+    def report_cmd(
+        app_ref: AppRef,
+        days: Annotated[int, typer.Option("--days", min=1, max=400, help="how many recent days")] = 14,
+        mongo: Mongo = None, as_json: Json = False,
+    ) -> None:
+        """Daily metrics, usage and retention of an app, as tables."""
+        from .report import collect as gather, render  # noqa: PLC0415
+
+        with _store(mongo) as store:
+            data = gather(store, store.app(app_ref), days)
+        _out(data, as_json, render(data))

@@ -57,6 +57,7 @@ class NodeConfig:
     ttl: int = 3
     workers: int = 16
     takeover: float = 0.5  # seconds between ranks when the owner does not act
+    claim_ahead: float = 0.2  # claim this long before the instant, so that the run starts on time
     grace: float = 30.0  # SIGTERM: how long running jobs may finish
     max_skew: float = 2.0  # refuse to execute when our clock is off etcd's by more than this
     mongo: str | None = None  # MongoDB URI: run history (job_runs) and the analytics builtins
@@ -110,6 +111,12 @@ class Node:
         self.stopping.set()
         self._wake()
         self.session.drain()
+        self._timer.join(timeout=2)
+        with self._lock:  # firings claimed ahead of their instant still run, within the grace
+            starts = [e for e in self._heap if e.kind == "start"]
+            self._heap.clear()
+        for e in sorted(starts):
+            self._due(e, [])
         deadline = self.clock.monotonic() + grace
         while True:  # runs claimed by a batch in flight may still be queued: wait for those too
             with self._lock:
@@ -123,6 +130,8 @@ class Node:
         if pending:
             log.warning("node.grace_expired", node=self.node_id, unfinished=len(pending),
                         note="their claims die with our lease and are recovered elsewhere")
+        if not self.claims.flush(max(1.0, deadline - self.clock.monotonic())):
+            log.warning("node.completions_unsent", node=self.node_id)
         self.leader.stop()
         if self._watch:
             self._watch.stop()
@@ -133,7 +142,6 @@ class Node:
                 pass
         self.session.close(revoke=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self._timer.join(timeout=2)
         log.info("node.stopped", node=self.node_id, **self.stats)
 
     def can_claim(self) -> bool:
@@ -175,7 +183,7 @@ class Node:
             gen = self._gen[name] = next(self._seq)
             nxt = spec.next_after(max(now, spec.active_since))
             if nxt is not None:
-                self._push("fire", nxt + self._jitter(spec, int(nxt)), name, int(nxt), rev, gen=gen)
+                self._push("fire", self._claim_time(spec, int(nxt)), name, int(nxt), rev, gen=gen)
             if ch.relisted:
                 self._push_ranked("catchup", f"{name}|catchup", spec, now, int(now), rev)
         for claim in ch.lost:
@@ -214,8 +222,17 @@ class Node:
             else:
                 threading.Thread(target=self.stop, name="drain", daemon=True).start()
 
-    def _jitter(self, spec: JobSpec, slot: int) -> float:
-        return spec.jitter * unit_hash(f"{spec.name}|{slot}|jitter") if spec.jitter else 0.0
+    def start_time(self, spec: JobSpec, slot: int) -> float:
+        """When a firing's run starts: its instant plus the job's jitter (alike on every node)."""
+        return slot + (spec.jitter * unit_hash(f"{spec.name}|{slot}|jitter") if spec.jitter else 0.0)
+
+    def _claim_time(self, spec: JobSpec, slot: int) -> float:
+        return self.start_time(spec, slot) - self.cfg.claim_ahead
+
+    def schedule_start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
+        """A claimed firing: its run is handed to the pool at its start time."""
+        self._push("start", self.start_time(spec, slot), spec.name, slot, 0, extra=(spec, fence, reason))
+        self._wake()
 
     def _push(self, kind: str, due: float, job: str, slot: int, rev: int, claim: Claim | None = None,
               gen: int = 0, extra: tuple = ()) -> None:
@@ -229,6 +246,10 @@ class Node:
         order = self._order(spec, key)
         if self.node_id in order:
             self._push(kind, base + order.index(self.node_id) * self.cfg.takeover, spec.name, slot, rev, claim, extra=extra)
+
+    def retry_claim_at_instant(self, spec: JobSpec, rev: int, slot: int) -> None:
+        self._push("check", self.start_time(spec, slot), spec.name, slot, rev)
+        self._wake()
 
     def retry_recovery(self, c: Claim, delay: float) -> None:
         found = self.view.job(c.job)
@@ -270,6 +291,10 @@ class Node:
                 self.submit(self.firing.fire_batch, batch[i:i + BATCH])
 
     def _due(self, e: _Entry, batch: list) -> None:
+        if e.kind == "start":  # claimed: runs whatever happened to the job since
+            spec, fence, reason = e.extra
+            self.submit(self.firing.start, spec, e.slot, fence, reason, claimed=True)
+            return
         found = self.view.job(e.job)
         if found is None:
             return
@@ -281,14 +306,14 @@ class Node:
                 return  # a superseded chain (the job was rescheduled)
             nxt = spec.next_after(e.slot)
             if nxt is not None:
-                self._push("fire", nxt + self._jitter(spec, int(nxt)), e.job, int(nxt), rev, gen=e.gen)
+                self._push("fire", self._claim_time(spec, int(nxt)), e.job, int(nxt), rev, gen=e.gen)
             order = self._order(spec, f"{e.job}|{e.slot}")
             if self.node_id in order:
                 r = order.index(self.node_id)
                 if r == 0:
                     batch.append((spec, rev, e.slot))
                 else:
-                    self._push("check", e.due + r * self.cfg.takeover, e.job, e.slot, rev)
+                    self._push("check", self.start_time(spec, e.slot) + r * self.cfg.takeover, e.job, e.slot, rev)
         elif e.kind == "check":
             if not self.view.claimed(e.job, e.slot):
                 batch.append((spec, rev, e.slot))

@@ -8,6 +8,7 @@ from its view only decides what to *try*.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -95,7 +96,7 @@ class Firing:
         if not out:
             return out.why
         self.node.stats["claimed"] += 1
-        self._start(spec, slot, out.fence, reason)
+        self.start(spec, slot, out.fence, reason)
         return "ran"
 
     def fire_batch(self, items: list[tuple[JobSpec, int, int]]) -> None:
@@ -119,19 +120,22 @@ class Firing:
         except StoreError as exc:
             log.warning("firing.claim_failed", firings=len(todo), error=str(exc)[:200])
             return
+        now = node.clock.time()
         for (spec, req), out in zip(todo, outs):
-            if out.why == "blocked":
+            if out.why == "blocked" and now < req.slot:
+                node.retry_claim_at_instant(spec, req.job_rev, req.slot)  # the run in the way may end in time
+            elif out.why == "blocked":
                 self._skip(spec, req.slot)
             elif out:
                 node.stats["claimed"] += 1
-                node.submit(self._start, spec, req.slot, out.fence, "schedule", claimed=True)
+                node.schedule_start(spec, req.slot, out.fence, "schedule")
 
     def _skip(self, spec: JobSpec, slot: int) -> None:
         busy = self.view.running_of(spec.name)
         if self.claims.record(spec.name, slot, "skipped", reason="forbid", running=busy[:3]):
             log.info("firing.skipped", job=spec.name, slot=slot, reason="previous run still running", running=busy[:3])
 
-    def _start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
+    def start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
         if spec.concurrency == "replace":
             # the claim told older runs to stop; start once they are gone (or their grace is over)
             self.node.wait_view(lambda: not [s for s in self.view.running_of(spec.name) if s != slot], KILL_GRACE + 2)
@@ -173,7 +177,7 @@ class Firing:
         try:
             # Never early: our claim may have been quick, the instant may not have come by our clock.
             while (wait := slot - node.clock.time()) > 0:
-                node.stopping.wait(wait)
+                time.sleep(wait)
             killed_before = self.view.kills.get(spec.name, 0)
             if killed_before > fence:  # a kill that arrived between our claim and now
                 local.cancel.set()
@@ -183,8 +187,8 @@ class Firing:
                 if lag > LATE and reason == "schedule":
                     log.warning("firing.late", job=spec.name, slot=slot, lag_ms=round(lag * 1000),
                                 note="this node is behind: more workers or more nodes")
-                log.info("firing.started", job=spec.name, slot=slot, fence=local.fence, attempt=attempt,
-                         lag_ms=round(lag * 1000, 1))
+                log.debug("firing.started", job=spec.name, slot=slot, fence=local.fence, attempt=attempt,
+                          lag_ms=round(lag * 1000, 1))
                 result = run_job(spec, ctx, local.cancel)
                 node.stats["ran"] += 1
                 tries.append({"attempt": attempt, "fence": local.fence, "state": result.state, "exit_code": result.exit_code,
@@ -213,18 +217,22 @@ class Firing:
             record["killed_by"] = local.reason
         if len(tries) > 1:
             record["tries"] = tries
-        try:
-            ok = self.claims.complete(spec.name, slot, local.fence, record, run_fence=run_fence)
-        except StoreError as exc:
-            log.warning("firing.complete_failed", job=spec.name, slot=slot, fence=local.fence, error=str(exc)[:200])
-            return
-        if ok:
-            log.info("firing.finished", job=spec.name, slot=slot, fence=local.fence, state=state,
-                     exit_code=result.exit_code, seconds=round(result.ended - result.started, 3))
-        else:
-            node.stats["fenced_out"] += 1
-            log.warning("firing.fenced_out", job=spec.name, slot=slot, fence=local.fence,
-                        reason="the claim is no longer ours (lease expired or taken over)")
+        fence, lag = local.fence, tries[0]["started"] - slot
+        seconds = round(result.ended - result.started, 3)
+
+        def completed(fut) -> None:
+            exc = fut.exception()
+            if exc is not None:
+                log.warning("firing.complete_failed", job=spec.name, slot=slot, fence=fence, error=str(exc)[:200])
+            elif fut.result():
+                log.info("firing.finished", job=spec.name, slot=slot, fence=fence, state=state, attempt=attempt,
+                         exit_code=result.exit_code, seconds=seconds, lag_ms=round(lag * 1000, 1))
+            else:
+                node.stats["fenced_out"] += 1
+                log.warning("firing.fenced_out", job=spec.name, slot=slot, fence=fence,
+                            reason="the claim is no longer ours (lease expired or taken over)")
+
+        self.claims.complete_async(spec.name, slot, fence, record, run_fence=run_fence).add_done_callback(completed)
 
     # --- tasks over several firings
     def catch_up(self, spec: JobSpec, rev: int, now: float) -> None:

@@ -140,6 +140,14 @@ class Cluster:
     def claims(self) -> dict[tuple[str, int], object]:
         return {(c.job, c.slot): c for c in self.admin.history(None, 1_000_000)}
 
+    def settled_claims(self, first: int, last: int, timeout: float = 15) -> dict[tuple[str, int], object]:
+        """The claims once none with a slot in [first, last] is still `running` (a run's ledger end line
+        comes just before its completion is recorded)."""
+        def settled() -> bool:
+            return not any(c.state == "running" for (_, s), c in self.claims().items() if first <= s <= last)
+        assert wait_for(settled, timeout, step=0.1), "runs did not complete"
+        return self.claims()
+
 
 def assert_exactly_once(cluster: Cluster, jobs: list[str], first: int, last: int) -> dict[tuple[str, int], list[Line]]:
     """Every (job, slot) in [first, last] started exactly once per attempt, never before its instant,

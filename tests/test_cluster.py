@@ -28,7 +28,7 @@ def test_three_nodes_twenty_jobs_exactly_once(cluster):
     assert all(len(starts[(j, s)]) == 1 for j in jobs for s in range(first, last + 1)), "a firing ran twice"
     nodes_used = {ln.node for runs in starts.values() for ln in runs}
     assert nodes_used == {"n1", "n2", "n3"}, f"work not spread over the nodes: {nodes_used}"
-    states = {c.state for (j, s), c in cluster.claims().items() if first <= s <= last}
+    states = {c.state for (j, s), c in cluster.settled_claims(first, last).items() if first <= s <= last}
     assert states == {"succeeded"}, states
 
 
@@ -55,7 +55,7 @@ def test_sigkill_node_lost_runs_are_rerun(cluster):
     for runs in starts.values():
         if runs[0].node != "n1":
             assert len(runs) == 1, f"a run of a live node was repeated: {runs}"
-    claims = cluster.claims()
+    claims = cluster.settled_claims(first, last)
     for job in jobs:
         for slot in range(first, last + 1):
             assert claims[(job, slot)].state == "succeeded", (job, slot, claims[(job, slot)])
@@ -109,7 +109,7 @@ def test_sigstop_past_ttl_is_fenced_out(cluster):
     last = int(time.time()) + 3
     cluster.wait_until_slot(last, jobs, timeout=30)
     starts = assert_exactly_once(cluster, jobs, first, last)
-    claims = cluster.claims()
+    claims = cluster.settled_claims(first, last)
     for e in cluster.log("n3"):
         if e["event"] == "firing.fenced_out":
             final = claims[(e["job"], e["slot"])]

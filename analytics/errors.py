@@ -1,0 +1,38 @@
+"""The analytics part of etcdcron's one error tree (the root and ``InvalidInput`` live in
+:mod:`etcdcron.errors`)::
+
+    EtcdCronError
+    ├── InvalidInput                  the CLI exits 2; nothing is written
+    │   ├── InvalidZone               (etcdcron.errors) a zone that is not an IANA name
+    │   ├── InvalidApp                a bad app name, an unknown app, a bad job --arg
+    │   └── Refused                   an event the collector refuses: an HTTP status and a reason
+    └── MongoError                    MongoDB failed; pymongo errors are mapped here at the adapter
+        └── MongoUnavailable          no server answered in time
+
+pymongo exceptions never leave :mod:`analytics.store`: each is re-raised as one of these ``from exc``.
+"""
+
+from __future__ import annotations
+
+from etcdcron.errors import EtcdCronError, InvalidInput
+
+
+class InvalidApp(InvalidInput):
+    """An app name outside the allowed pattern, an app that does not exist, or a bad job argument."""
+
+
+class Refused(InvalidInput):
+    """An event or a request the collector refuses; ``status`` is the HTTP status it answers with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class MongoError(EtcdCronError):
+    """MongoDB failed or refused a request."""
+
+
+class MongoUnavailable(MongoError):
+    """No MongoDB server answered within the timeout."""

@@ -1,0 +1,227 @@
+"""Apps and events: the model, validation at the edge, and the two signature schemes.
+
+Everything the collector stores passes through here, so the jobs trust their data. Two client APIs:
+
+* the GoAnalytics API (``POST /i/user/open_app``, ``POST /i/usage/time``): one event per request,
+  fields in the query, ``sign`` = hex md5 of
+  ``appId=…&channel=…&deviceId=…&platform=…&timestamp=…&version=…&key=<app key>``;
+* the batch API (``POST /v1/events?appId=…&sign=…``): a JSON body ``{"events": [...]}``, ``sign`` =
+  hex HMAC-SHA256 of the raw body under the app key; every event carries its own ``id``.
+
+An event is stored under ``_id`` = its event id, scoped by app, so a resent event is stored once. The
+GoAnalytics API has no event ids: the id is derived from the event's content (a retried request is
+the same event; two opens of one device in the same second are one open); it contains a ``:``,
+which client ids may not, so the two kinds never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .days import accepts, day_of, zone
+from .errors import InvalidApp, Refused
+
+APP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+EVENT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+FIELD_RE = re.compile(r"[\x21-\x7e]{0,64}")  # printable ASCII, no spaces
+DEVICE_RE = re.compile(r"[\x21-\x7e]{1,128}")
+USER_RE = re.compile(r"[\x21-\x7e]{0,128}")
+
+TYPES = ("open", "usage")
+SIGNED_FIELDS = ("appId", "channel", "deviceId", "platform", "timestamp", "version")
+MAX_FUTURE = 600.0  # seconds an event may lie ahead of the collector's clock (phone clocks drift)
+MAX_SECONDS = 86_400.0  # one usage report never exceeds a day
+MAX_BATCH_EVENTS = 1000
+MAX_BATCH_BYTES = 1 << 20
+MAX_SMALL_BODY = 4096
+DEFAULT_GRACE = 7200.0
+
+
+@dataclass(frozen=True)
+class App:
+    """A registered app: ``id`` and ``key`` are generated; days are counted in zone ``tz``; events
+    may arrive until ``grace`` seconds after the end of their day."""
+
+    id: str
+    name: str
+    tz: str
+    key: str
+    grace: float = DEFAULT_GRACE
+
+    @classmethod
+    def new(cls, name: str, tz: str, grace: float = DEFAULT_GRACE) -> "App":
+        check_app_name(name)
+        zone(tz)
+        if not isinstance(grace, (int, float)) or not 0 <= grace <= 7 * 86_400 or grace != grace:
+            raise InvalidApp(f"bad --grace {grace!r}: must be 0 to 604800 seconds")
+        return cls(id=secrets.token_hex(8), name=name, tz=tz, key=secrets.token_hex(16), grace=float(grace))
+
+    def doc(self) -> dict[str, Any]:
+        return {"_id": self.id, "name": self.name, "tz": self.tz, "key": self.key, "grace": self.grace}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> "App":
+        return cls(id=doc["_id"], name=doc["name"], tz=doc["tz"], key=doc["key"], grace=float(doc.get("grace", DEFAULT_GRACE)))
+
+
+def check_app_name(name: str) -> str:
+    if not isinstance(name, str) or not APP_NAME_RE.fullmatch(name):
+        raise InvalidApp(f"bad app name {name!r}: must match [a-z0-9][a-z0-9._-]{{0,62}}")
+    return name
+
+
+@dataclass(frozen=True)
+class Event:
+    """One client event, validated; ``sec`` (usage events) is rounded to the millisecond."""
+
+    id: str  # unique within the app
+    type: str  # open | usage
+    dev: str
+    ts: float
+    sec: float = 0.0
+    ch: str = ""
+    pf: str = ""
+    ver: str = ""
+    uid: str | None = None
+
+    def doc(self, app: App) -> dict[str, Any]:
+        """The stored form (DESIGN §6 ``events``); the event id is the primary key."""
+        d = {"_id": f"{app.id}:{self.id}", "app": app.id, "dev": self.dev, "type": self.type, "ts": self.ts,
+             "day": day_of(self.ts, app.tz), "sec": self.sec, "ch": self.ch, "pf": self.pf, "ver": self.ver}
+        if self.uid:
+            d["uid"] = self.uid
+        return d
+
+
+def check_time(event: Event, app: App, now: float) -> None:
+    """Refuse an event stamped too far ahead of ``now``, or for a day the collector no longer takes."""
+    if event.ts > now + MAX_FUTURE:
+        raise Refused(422, f"timestamp {event.ts:g} is {event.ts - now:.0f} s in the future (limit {MAX_FUTURE:.0f} s; "
+                           "timestamps are Unix seconds)")
+    day = day_of(event.ts, app.tz)
+    if not accepts(day, app.tz, app.grace, now):
+        raise Refused(422, f"timestamp {event.ts:g} is too old: its day {day} ({app.tz}) closed more than "
+                           f"{app.grace:.0f} s ago")
+
+
+# --- signatures
+
+def goa_sign(params: Mapping[str, str], key: str) -> str:
+    """GoAnalytics signature: md5 of the six signed fields in order, then the app key."""
+    text = "&".join(f"{k}={params.get(k, '')}" for k in SIGNED_FIELDS) + f"&key={key}"
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def batch_sign(body: bytes, key: str) -> str:
+    """Batch signature: HMAC-SHA256 of the raw body under the app key."""
+    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(expected: str, given: str | None) -> None:
+    if not given or not hmac.compare_digest(expected.lower(), given.lower()):
+        raise Refused(401, "bad signature")
+
+
+# --- parsing
+
+def _text(value: Any, name: str, pattern: re.Pattern = FIELD_RE) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise Refused(400, f"bad {name} {str(value)[:80]!r}")
+    return value
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise Refused(400, f"bad {name} {str(value)[:80]!r}: must be a number from {low:g} to {high:g}")
+    return value
+
+
+def _timestamp_param(raw: str | None) -> int:
+    if raw is None or not re.fullmatch(r"\d{1,12}", raw):
+        raise Refused(400, f"bad timestamp {str(raw)[:40]!r}: must be Unix seconds")
+    return int(raw)
+
+
+def goa_event(kind: str, params: Mapping[str, str], body: bytes) -> Event:
+    """One GoAnalytics request as an event (the signature is checked by the caller, with the app)."""
+    ts = _timestamp_param(params.get("timestamp"))
+    dev = _text(params.get("deviceId"), "deviceId", DEVICE_RE)
+    fields = {name: _text(params.get(key), key) for name, key in (("ch", "channel"), ("pf", "platform"), ("ver", "version"))}
+    uid = _text(params.get("userId"), "userId", USER_RE) or None
+    sec = 0.0
+    if kind == "usage":
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise Refused(400, "malformed body: not JSON") from None
+        if not isinstance(data, dict) or "seconds" not in data:
+            raise Refused(400, 'malformed body: expected {"seconds": number}')
+        sec = round(float(_number(data["seconds"], "seconds", 0, MAX_SECONDS)), 3)
+    digest = hashlib.sha1(f"{dev}|{kind}|{ts}|{sec!r}".encode()).hexdigest()[:24]
+    return Event(id=f"g:{digest}", type=kind, dev=dev, ts=ts, sec=sec, uid=uid, **fields)
+
+
+def batch_events(body: bytes) -> list[Event]:
+    """The events of a batch body; the first bad event refuses the whole batch, naming it."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, "malformed body: not JSON") from None
+    items = data.get("events") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise Refused(400, 'malformed body: expected {"events": [ ... ]} with at least one event')
+    if len(items) > MAX_BATCH_EVENTS:
+        raise Refused(413, f"batch too large: {len(items)} events (limit {MAX_BATCH_EVENTS})")
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(_batch_event(item))
+        except Refused as exc:
+            raise Refused(exc.status, f"event {i}: {exc.reason}") from None
+    return out
+
+
+def _batch_event(item: Any) -> Event:
+    if not isinstance(item, dict):
+        raise Refused(400, "not an object")
+    kind = item.get("type")
+    if kind not in TYPES:
+        raise Refused(400, f"bad type {str(kind)[:40]!r}: must be open or usage")
+    sec = 0.0
+    if kind == "usage":
+        sec = round(float(_number(item.get("seconds"), "seconds", 0, MAX_SECONDS)), 3)
+    elif "seconds" in item:
+        raise Refused(400, "an open event has no seconds")
+    return Event(
+        id=_text(item.get("id"), "id", EVENT_ID_RE), type=kind, dev=_text(item.get("deviceId"), "deviceId", DEVICE_RE),
+        ts=_number(item.get("ts"), "ts", 0, 1e11), sec=sec, ch=_text(item.get("channel"), "channel"),
+        pf=_text(item.get("platform"), "platform"), ver=_text(item.get("version"), "version"),
+        uid=_text(item.get("userId"), "userId", USER_RE) or None,
+    )
+
+
+def admit(app: App, events: list[Event], now: float) -> tuple[list[dict[str, Any]], int]:
+    """The insert path's check, shared by the collector and the seeder: every event's time is
+    checked (the first refusal refuses all), then repeated ids within the batch are dropped.
+    Returns (documents to store, repeats dropped)."""
+    for i, event in enumerate(events):
+        try:
+            check_time(event, app, now)
+        except Refused as exc:
+            raise Refused(exc.status, f"event {i}: {exc.reason}" if len(events) > 1 else exc.reason) from None
+    seen: set[str] = set()
+    docs = []
+    for event in events:
+        if event.id not in seen:
+            seen.add(event.id)
+            docs.append(event.doc(app))
+    return docs, len(events) - len(docs)

@@ -1,0 +1,220 @@
+#!/usr/bin/env python
+"""Analytics throughput: collector ingest rate, rollup rate, and rollup cost of day 30 against day 1.
+
+    python bench/analytics_bench.py [--events 100000] [--batch 500] [--senders 8]
+                                    [--days 30] [--daily-events 10000] [--dau 2000] [--mongo URI]
+
+MongoDB: a SecantusDB server (``secantusd-py``) started here as a separate process on a free
+loopback port with a temp data dir, unless ``--mongo`` names another server. Every process started
+here is stopped here, by its PID.
+
+1. **Ingest.** ``etcdcron collect`` runs as its own process (uvicorn); ``--senders`` concurrent
+   clients (httpx, asyncio) post signed ``/v1/events`` batches of ``--batch`` events until
+   ``--events`` are sent. Rate = events accepted (stored) / wall time from first send to last answer.
+2. **Rollup.** ``--days`` days of ``--daily-events`` events each, from exactly ``--dau`` devices a day
+   (a fixed share of them returning from earlier days, the rest new, so history grows every day while
+   the daily volume stays the same). Day d is inserted, then ``rollup`` runs as the day-d+1 firing at
+   03:00 local, which finalises day d and touches nothing else. Rate = events / rollup time; the
+   figure to watch is the rollup time of the last day over the first (goal <= 1.2). Each run is
+   split into its steps (event aggregation, device reads, device_day writes, devices writes), and
+   the slope of the per-day time over days 2..N shows whether it grows with history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from analytics import days as dd  # noqa: E402
+from analytics import jobs  # noqa: E402
+from analytics.embedded import EmbeddedMongo  # noqa: E402
+from analytics.events import App, Event, batch_sign  # noqa: E402
+from analytics.store import AnalyticsStore  # noqa: E402
+from etcdcron import log as logsetup  # noqa: E402
+from etcdcron.embedded import free_port  # noqa: E402
+from etcdcron.executor import RunContext  # noqa: E402
+
+
+def ingest(uri: str, tmp: Path, n_events: int, batch: int, senders: int) -> dict:
+    store = AnalyticsStore(uri)
+    app = store.create_app(App.new("bench-ingest", "Europe/Berlin"))
+    port = free_port()
+    log = open(tmp / "collect.log", "wb")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "collect", "--mongo", uri, "--port", str(port),
+                             "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"collector did not start: {(tmp / 'collect.log').read_text()[-500:]}")
+            time.sleep(0.1)
+        now = time.time()
+        rnd = random.Random(1)
+        bodies = []
+        for start in range(0, n_events, batch):
+            events = [{"id": f"b{i}", "type": "open" if i % 2 else "usage", "deviceId": f"dev{rnd.randrange(20_000)}",
+                       "ts": round(now - rnd.uniform(0, 3000), 3), "channel": "googleplay", "platform": "android",
+                       "version": "2.5.0", **({} if i % 2 else {"seconds": round(rnd.uniform(1, 600), 3)})}
+                      for i in range(start, min(n_events, start + batch))]
+            body = json.dumps({"events": events}).encode()
+            bodies.append((f"/v1/events?appId={app.id}&sign={batch_sign(body, app.key)}", body))
+
+        async def run() -> tuple[int, float]:
+            queue = list(reversed(bodies))
+            stored = 0
+            async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=senders)) as client:
+                async def sender() -> None:
+                    nonlocal stored
+                    while queue:
+                        url, body = queue.pop()
+                        r = await client.post(url, content=body, headers={"content-type": "application/json"})
+                        r.raise_for_status()
+                        stored += r.json()["stored"]
+                t0 = time.perf_counter()
+                await asyncio.gather(*(sender() for _ in range(senders)))
+                return stored, time.perf_counter() - t0
+
+        stored, took = asyncio.run(run())
+        assert store.count_events(app.id) == stored == n_events, "not every event was stored"
+        return {"events": stored, "seconds": round(took, 2), "events_per_s": round(stored / took),
+                "batch": batch, "senders": senders}
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+        store.close()
+
+
+STEPS = {"device_totals": "events", "by_ids": "device_reads", "fenced_set": "writes"}
+
+
+def _timed(steps: dict[str, float]) -> None:
+    """Charge the time of the rollup's store calls to its steps (writes by collection)."""
+    for name, step in STEPS.items():
+        inner = getattr(AnalyticsStore, name)
+
+        def wrapper(self, *a, _inner=inner, _step=step, **k):
+            t0 = time.perf_counter()
+            try:
+                return _inner(self, *a, **k)
+            finally:
+                key = f"{_step}:{a[0]}" if _step == "writes" else _step
+                steps[key] += time.perf_counter() - t0
+
+        setattr(AnalyticsStore, name, wrapper)
+
+
+def _slope(ys: list[float]) -> float:
+    if len(ys) < 2:
+        return 0.0
+    xs = range(len(ys))
+    mx, my = sum(xs) / len(ys), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def rollup(uri: str, n_days: int, daily: int, dau: int) -> dict:
+    steps: dict[str, float] = defaultdict(float)
+    _timed(steps)
+    store = AnalyticsStore(uri)
+    app = store.create_app(App.new("bench-rollup", "America/Sao_Paulo"))
+    rnd = random.Random(2)
+    first = dd.shift(dd.day_of(time.time(), app.tz), -n_days - 1)
+    population: list[str] = []
+    per_device = daily // dau
+    times: list[float] = []
+    split: list[dict[str, float]] = []
+    for k, day in enumerate(dd.span(first, dd.shift(first, n_days - 1))):
+        back = min(len(population), int(dau * 0.6))
+        active = rnd.sample(population, back) + [f"d{len(population) + i}" for i in range(dau - back)]
+        population += active[back:]
+        start, end = dd.start_of(day, app.tz), dd.end_of(day, app.tz)
+        docs = []
+        for dev in active:
+            for j in range(per_device):
+                ts = rnd.uniform(start, end - 1)
+                ev = Event(id=f"{day}-{dev}-{j}", type="open" if j % 2 == 0 else "usage", dev=dev, ts=ts,
+                           sec=0.0 if j % 2 == 0 else round(rnd.uniform(1, 900), 3), ch="appstore", pf="ios", ver="1")
+                docs.append(ev.doc(app))
+        for i in range(0, len(docs), 5000):
+            store.insert_events(docs[i:i + 5000])
+        now = dd.end_of(day, app.tz) + 3 * 3600
+        steps.clear()
+        t0 = time.perf_counter()
+        out = jobs.rollup(RunContext("rollup", int(now), "bench", 1000 + k, 1, {"app": app.id}, uri))
+        times.append(time.perf_counter() - t0)
+        split.append({k: round(v, 3) for k, v in sorted(steps.items()) if v >= 0.0005})
+        assert out["apps"][app.name]["days"] == [day], out
+        print(f"  day {k + 1:>2} {day}: {len(docs)} events, {len(active)} devices ({back} returning), "
+              f"history {len(population)} devices, rollup {times[-1]:.3f} s", file=sys.stderr, flush=True)
+    store.close()
+    total = len(times) * per_device * dau
+    return {"days": n_days, "events_per_day": per_device * dau, "dau": dau, "devices_total": len(population),
+            "rollup_s_day1": round(times[0], 3), f"rollup_s_day{n_days}": round(times[-1], 3),
+            "ratio_last_over_first": round(times[-1] / times[0], 2),
+            "ratio_median_last5_over_first5": round(statistics.median(times[-5:]) / statistics.median(times[:5]), 2),
+            f"ratio_day{n_days}_over_day2": round(times[-1] / times[1], 2),
+            "slope_days2_to_last_pct_per_day": round(100 * _slope(times[1:]) / statistics.mean(times[1:]), 2),
+            "events_per_s": round(total / sum(times)), "steps_day1": split[0], f"steps_day{n_days}": split[-1],
+            "per_day_s": [round(t, 3) for t in times]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--senders", type=int, default=8)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--daily-events", type=int, default=10_000)
+    ap.add_argument("--dau", type=int, default=2_000)
+    ap.add_argument("--mongo", default=os.environ.get("BENCH_MONGO"))
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (server and collector logs)")
+    opts = ap.parse_args()
+    logsetup.configure("warning")
+    tmp = Path(tempfile.mkdtemp(prefix="analytics-bench-"))
+    server = None
+    base = opts.mongo
+    if not base:
+        server = EmbeddedMongo(tmp / "mongo", log_path=tmp / "mongo.log").start()
+        base = server.uri
+    try:
+        print(f"ingest: {opts.events} events in batches of {opts.batch}, {opts.senders} senders", file=sys.stderr)
+        result = {"ingest": ingest(f"{base}/bench_ingest", tmp, opts.events, opts.batch, opts.senders)}
+        print(f"rollup: {opts.days} days of {opts.daily_events} events from {opts.dau} devices", file=sys.stderr)
+        result["rollup"] = rollup(f"{base}/bench_rollup", opts.days, opts.daily_events, opts.dau)
+        result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                             "mongo": "SecantusDB (secantusd-py) on loopback" if server else base}
+        print(json.dumps(result, indent=2))
+    finally:
+        if server:
+            server.stop()
+        if opts.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
