@@ -163,9 +163,11 @@ class Firing:
             return
         log.info("firing.recovered", job=old.job, slot=old.slot, attempt=old.attempt + 1, fence=out.fence,
                  prev_node=old.node, prev_fence=old.fence)
-        self.run(spec, old.slot, out.fence, old.attempt + 1, "recovery")
+        self.run(spec, old.slot, out.fence, old.attempt + 1, "recovery",
+                 extra={"prev_fence": old.fence, "prev_node": old.node})
 
-    def run(self, spec: JobSpec, slot: int, fence: int, attempt: int, reason: str = "schedule") -> None:
+    def run(self, spec: JobSpec, slot: int, fence: int, attempt: int, reason: str = "schedule",
+            extra: dict | None = None) -> None:
         """Run (and retry) a claimed firing, then record its outcome under our fence."""
         node = self.node
         run_fence = fence
@@ -212,7 +214,7 @@ class Firing:
                 self.runs.pop((spec.name, slot), None)
         state = result.state
         record = {"state": state, "attempt": attempt, "started": tries[0]["started"], "ended": result.ended,
-                  "exit_code": result.exit_code, "output": result.output, "reason": reason}
+                  "exit_code": result.exit_code, "output": result.output, "reason": reason, **(extra or {})}
         if state == "killed":
             record["killed_by"] = local.reason
         if len(tries) > 1:
