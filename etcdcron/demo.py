@@ -1,10 +1,14 @@
-"""The quickstart: three nodes on embedded defaults, a few jobs, a handover, and what ran where.
+"""The quickstart: three nodes on embedded defaults running the analytics jobs, a handover, and
+what ran where.
 
     python -m etcdcron.demo [--seconds 20]
 
 The first node finds no etcd at the default endpoint and starts an embedded one (as
-``etcdcron serve`` always does); the other two join it. Half-way, one node is stopped with SIGTERM
-and its share moves to the others.
+``etcdcron serve`` always does); the other two join it. With no MongoDB answering at the default
+address, the demo starts an embedded one (a SecantusDB server process), registers an app, seeds a
+week of synthetic events through the collector's insert path, and schedules the builtin analytics
+jobs; at the end it prints the app's report. Half-way, one node is stopped with SIGTERM and its
+share moves to the others.
 """
 
 from __future__ import annotations
@@ -48,11 +52,22 @@ def main() -> int:
 
     def start(node: str) -> None:
         log = open(work / f"{node}.log", "ab")
-        procs[node] = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--node-id", node, "--grace", "5"],
+        procs[node] = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--node-id", node, "--grace", "5",
+                                        "--mongo", env["ETCDCRON_MONGO"]],
                                        env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     print(f"demo: logs in {work}")
+    from analytics.embedded import resolve
+
+    mongo_base, mongo_server = resolve(None, embed=True)
+    if mongo_server is not None:
+        print(f"demo: no MongoDB was running at {mongo_base}; started an embedded one (SecantusDB server process)")
+    mongo = mongo_base.rstrip("/") + "/etcdcron_demo"
+    import pymongo
+
+    pymongo.MongoClient(mongo).drop_database("etcdcron_demo")  # the demo's own database, fresh each time
+    env["ETCDCRON_MONGO"] = mongo
     embedded = not _etcd_up()
     start("demo-1")
     if not wait_for(_etcd_up, 30, step=0.2):
@@ -67,6 +82,11 @@ def main() -> int:
              f'echo "$ETCDCRON_SLOT hello from $ETCDCRON_NODE (fence $ETCDCRON_FENCE)" >> {ledger}', env=env)
         _cli("add", "*/2 * * * * *", "--name", "report", "--level", "1", "--shell", "date -u +%T", env=env)
         _cli("add", "@every 5s", "noop", env=env)
+        _cli("apps", "create", "demo-app", "--tz", "Asia/Kolkata", env=env)
+        print("demo: seeding 8 days of events for 'demo-app' (Asia/Kolkata) through the collector's insert path")
+        _cli("analytics", "seed", "--app", "demo-app", "--devices", "300", "--days", "8", env=env)
+        for job in ("rollup", "active_users", "retention", "usage"):
+            _cli("add", "*/3 * * * * *", job, "--level", "2", env=env)
         print(_cli("ls", env=env))
         wait_for(lambda: len(_cli("nodes", "--json", env=env)) > 2 and _cli("nodes", env=env).count("demo-") == 3, 20)
         print(_cli("nodes", env=env))
@@ -82,7 +102,9 @@ def main() -> int:
         print(f"demo: the 'hello' job ran {len(lines)} times; the last five:")
         print("\n".join("  " + ln for ln in lines[-5:]))
         print(_cli("status", env=env))
-        for name in ("hello", "report", "noop"):
+        print("demo: the analytics report the builtin jobs computed")
+        print(_cli("analytics", "report", "--app", "demo-app", "--days", "7", env=env))
+        for name in ("hello", "report", "noop", "rollup", "active_users", "retention", "usage"):
             _cli("rm", name, env=env)
     finally:
         for node in ("demo-3", "demo-2", "demo-1"):  # demo-1 last: it may hold the embedded etcd
@@ -93,6 +115,8 @@ def main() -> int:
                     p.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if mongo_server is not None:
+            mongo_server.stop()
     return 0
 
 

@@ -11,6 +11,8 @@
     │   ├── StoreUnavailable    no endpoint answered in time
     │   ├── StoreCompacted      a watch asked for a revision etcd has compacted
     │   └── LeaseLost           our lease is gone; stop claiming
+    ├── MongoError              MongoDB failed (analytics.errors; pymongo errors are mapped in analytics.store)
+    │   └── MongoUnavailable    no MongoDB answered in time
     └── ExecutionError          a job could not be started (not: a job that failed)
 
 Third-party exceptions never leave an adapter: they are re-raised as one of these with ``from exc``.

@@ -62,7 +62,8 @@ class MongoHistory:
         if "tries" in record:
             doc["tries"] = record["tries"]
         try:
-            self.runs.update_one({"job": job, "slot": slot, "fence": {"$lte": doc["fence"]}}, {"$set": doc}, upsert=True)
+            # by _id: a filter on a secondary key plus fence is planned as a scan on some servers
+            self.runs.update_one({"_id": f"{job}|{slot}", "fence": {"$lte": doc["fence"]}}, {"$set": doc}, upsert=True)
         except self._pymongo.errors.DuplicateKeyError:
             pass  # a record under a higher fence is already there
         except self._pymongo.errors.PyMongoError as exc:

@@ -18,7 +18,8 @@ def _etcd_at_default() -> bool:
 
 
 def test_demo_starts_embedded_etcd_and_shows_jobs_firing(tmp_path):
-    """With no etcd running, the demo's first node starts an embedded one; jobs fire on several nodes; a node hands over."""
+    """With no etcd or MongoDB running, the demo starts embedded ones; jobs fire on several nodes, a node hands
+    over, and the analytics jobs compute a report."""
     was_running = _etcd_at_default()
     env = dict(os.environ, XDG_DATA_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
     env.pop("ETCDCRON_ETCD", None)
@@ -33,4 +34,8 @@ def test_demo_starts_embedded_etcd_and_shows_jobs_firing(tmp_path):
     assert ran, r.stdout
     history = [ln for ln in r.stdout.splitlines() if " succeeded " in ln]
     assert len({ln.split()[3] for ln in history}) >= 2, "jobs did not run on several nodes"
+    report = r.stdout[r.stdout.index("the analytics report"):]
+    assert "DAU" in report and "classic retention" in report, report
+    rows = [ln.split() for ln in report.splitlines() if ln[:4].isdigit() and len(ln.split()) == 11]
+    assert rows and all(int(row[2]) > 0 for row in rows), "the analytics jobs computed no daily active users"
     assert not _etcd_at_default() or was_running, "the demo left its embedded etcd running"
