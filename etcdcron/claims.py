@@ -34,28 +34,51 @@ NON_RUNS = ("missed", "skipped", "degraded", "lost")
 BATCH = 64  # firings per claim round trip (etcd allows 128 operations per transaction by default)
 
 
-@dataclass(frozen=True)
 class Claim:
-    """The record of one firing as stored in etcd (plus the key's mod revision)."""
+    """The record of one firing as stored in etcd (plus the key's mod revision).
 
-    job: str
-    slot: int
-    state: str
-    attempt: int
-    node: str | None
-    fence: int  # revision of the claim that ran (or runs) it; 0 for a firing never run
-    mod_revision: int
-    data: dict[str, Any]
+    Parsed lazily: every node's view holds a Claim per firing of the cluster and sees several
+    changes per firing, but reads the record of only a few of them."""
+
+    __slots__ = ("job", "slot", "mod_revision", "_raw", "_data")
+
+    def __init__(self, job: str, slot: int, raw: bytes, mod_revision: int) -> None:
+        self.job, self.slot, self.mod_revision, self._raw = job, slot, mod_revision, raw
+        self._data: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, job: str, slot: int, value: bytes, mod_revision: int) -> "Claim":
+        return cls(job, slot, value, mod_revision)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self._raw)
+        return self._data
+
+    @property
+    def state(self) -> str:
+        return self.data.get("state", "?")
+
+    @property
+    def attempt(self) -> int:
+        return int(self.data.get("attempt", 0))
+
+    @property
+    def node(self) -> str | None:
+        return self.data.get("node")
+
+    @property
+    def fence(self) -> int:
+        """Revision of the claim that ran (or runs) it; 0 for a firing never run."""
+        return self.data.get("fence") or (self.mod_revision if self.state == "running" else 0)
 
     @property
     def running(self) -> bool:
         return self.state == "running"
 
-    @classmethod
-    def parse(cls, job: str, slot: int, value: bytes, mod_revision: int) -> "Claim":
-        data = json.loads(value)
-        fence = data.get("fence") or (mod_revision if data.get("state") == "running" else 0)
-        return cls(job, slot, data.get("state", "?"), int(data.get("attempt", 0)), data.get("node"), fence, mod_revision, data)
+    def __repr__(self) -> str:
+        return f"Claim({self.job!r}, {self.slot}, {self.state!r}, attempt={self.attempt}, node={self.node!r}, fence={self.fence})"
 
 
 @dataclass(frozen=True)

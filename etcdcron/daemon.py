@@ -56,7 +56,8 @@ class NodeConfig:
     levels: tuple[int, ...] = (1, 2, 3)
     ttl: int = 3
     workers: int = 16
-    takeover: float = 0.5  # seconds between ranks when the owner does not act
+    takeover: float = 0.4  # seconds between ranks when the owner does not act (not a divisor of 1 s: rank
+    # checks then fall between the bursts of every-second jobs)
     claim_ahead: float = 0.2  # claim this long before the instant, so that the run starts on time
     grace: float = 30.0  # SIGTERM: how long running jobs may finish
     max_skew: float = 2.0  # refuse to execute when our clock is off etcd's by more than this
