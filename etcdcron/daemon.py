@@ -133,6 +133,7 @@ class Node:
                         note="their claims die with our lease and are recovered elsewhere")
         if not self.claims.flush(max(1.0, deadline - self.clock.monotonic())):
             log.warning("node.completions_unsent", node=self.node_id)
+        self.history.flush(5.0)
         self.leader.stop()
         if self._watch:
             self._watch.stop()
