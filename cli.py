@@ -6,6 +6,7 @@ Every error is one line on stderr; no traceback reaches the user.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -141,14 +142,15 @@ def ls(etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -
     rows = [f"{'NAME':<24} {'SCHEDULE':<20} {'TZ':<16} {'LVL':<3} {'STATE':<7} TARGET"]
     for j in jobs:
         rows.append(f"{j.name:<24} {j.schedule:<20} {j.tz:<16} {j.level:<3} {'paused' if j.paused else 'active':<7} {j.kind}:{j.target}")
-    _out([j.__dict__ for j in jobs], as_json, "\n".join(rows))
+    _out([dataclasses.asdict(j) for j in jobs], as_json, "\n".join(rows))
 
 
 @app.command()
 def show(name: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
     """Show one job's spec."""
     spec = _admin(etcd, prefix).get_job(name)
-    _out(spec.__dict__, as_json, "\n".join(f"{k}: {v}" for k, v in spec.__dict__.items()))
+    data = dataclasses.asdict(spec)
+    _out(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
 
 @app.command()

@@ -186,7 +186,7 @@ class Node:
             nxt = spec.next_after(max(now, spec.active_since))
             if nxt is not None:
                 self._push("fire", self._claim_time(spec, int(nxt)), name, int(nxt), rev, gen=gen)
-            if ch.relisted:
+            if ch.relisted and self._overdue(spec, now):
                 self._push_ranked("catchup", f"{name}|catchup", spec, now, int(now), rev)
         for claim in ch.lost:
             self.retry_recovery(claim, 0.0)
@@ -224,12 +224,22 @@ class Node:
             else:
                 threading.Thread(target=self.stop, name="drain", daemon=True).start()
 
+    @staticmethod
+    def _overdue(spec: JobSpec, now: float) -> bool:
+        """Has the job a firing inside its starting deadline before now? (One memoised step; the
+        catch-up task itself decides what of it to run.)"""
+        first = spec.next_after(int(max(now - spec.starting_deadline, spec.active_since)))
+        return first is not None and first <= now
+
     def start_time(self, spec: JobSpec, slot: int) -> float:
         """When a firing's run starts: its instant plus the job's jitter (alike on every node)."""
         return slot + (spec.jitter * unit_hash(f"{spec.name}|{slot}|jitter") if spec.jitter else 0.0)
 
     def _claim_time(self, spec: JobSpec, slot: int) -> float:
-        return self.start_time(spec, slot) - self.cfg.claim_ahead
+        # An at-most-once job is claimed at its instant: a claim made ahead and lost with its node
+        # before the instant would be recorded `lost` although nothing had started.
+        ahead = 0.0 if spec.on_node_loss == "skip" else self.cfg.claim_ahead
+        return self.start_time(spec, slot) - ahead
 
     def schedule_start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
         """A claimed firing: its run is handed to the pool at its start time."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import entry_points
@@ -51,7 +52,7 @@ def load_builtin(name: str) -> Callable[..., Any]:
     return fn
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """One job. Construct through :func:`make_spec` (validating) or :meth:`from_json` (trusted)."""
 
@@ -108,8 +109,11 @@ class JobSpec:
     @classmethod
     def from_json(cls, raw: bytes | str) -> "JobSpec":
         data = json.loads(raw)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        # a node holds every job: share the repeated small strings and the empty args
+        kw = {k: (sys.intern(v) if isinstance(v, str) and len(v) < 64 else v) for k, v in data.items() if k in _FIELDS}
+        if not kw.get("args"):
+            kw["args"] = _NO_ARGS
+        return cls(**kw)
 
     def replace(self, **changes: Any) -> "JobSpec":
         return dataclasses.replace(self, **changes)
@@ -118,6 +122,9 @@ class JobSpec:
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
 
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(JobSpec))
+_NO_ARGS: dict[str, str] = {}  # shared; specs never mutate their args
 
 _NEXT_CACHE: dict[tuple[str, str, float], float] = {}
 

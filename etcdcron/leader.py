@@ -38,6 +38,7 @@ class LeaderChores:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="leader", daemon=True)
         self._cursor: dict[str, float] = {}
+        self._next: dict[str, tuple] = {}  # job -> (cursor, schedule, next firing after the cursor)
         self._last_gc = 0.0
         self._last_compact = 0.0
         self._compacted = 0
@@ -78,8 +79,16 @@ class LeaderChores:
                 self._cursor.pop(spec.name, None)
                 continue
             horizon = now - spec.starting_deadline - MISSED_SLACK
-            start = max(self._cursor.get(spec.name, now - spec.starting_deadline - LOOKBACK), spec.active_since)
+            start = max(self._cursor.setdefault(spec.name, now - spec.starting_deadline - LOOKBACK), spec.active_since)
             if horizon <= start:
+                continue
+            # most passes find nothing due: remember the job's next firing after the cursor, and only
+            # ask croniter again once the horizon has passed it
+            due = self._next.get(spec.name)
+            if due is None or due[0] != start or due[1] != spec.schedule + spec.tz:
+                nxt = spec.next_after(start)
+                due = self._next[spec.name] = (start, spec.schedule + spec.tz, nxt)
+            if due[2] is None or due[2] > horizon:
                 continue
             slots = spec.firings(start, horizon, limit=SCAN_CAP)
             for slot in slots:
