@@ -25,7 +25,8 @@ log = structlog.get_logger("etcdcron.leader")
 
 MISSED_SLACK = 2.0  # a firing is judged missed this long after its starting deadline has passed
 KEEP_PER_JOB = 20  # finished claims kept per job beyond the deadline window
-GC_EVERY = 10.0
+GC_EVERY = 30.0
+MISSED_EVERY = 5.0  # recording a miss is bookkeeping: a few seconds late costs nothing, scanning every job each second does
 LOOKBACK = 3600.0  # a new leader looks this far back for unrecorded misses
 SCAN_CAP = 1000
 COMPACT_EVERY = 300.0
@@ -40,6 +41,7 @@ class LeaderChores:
         self._cursor: dict[str, float] = {}
         self._next: dict[str, tuple] = {}  # job -> (cursor, schedule, next firing after the cursor)
         self._last_gc = 0.0
+        self._last_missed = -MISSED_EVERY
         self._last_compact = 0.0
         self._compacted = 0
         self.leading = False
@@ -62,7 +64,9 @@ class LeaderChores:
             if not leading:
                 continue
             try:
-                self.record_missed(node.clock.time())
+                if node.clock.monotonic() - self._last_missed >= MISSED_EVERY:
+                    self._last_missed = node.clock.monotonic()
+                    self.record_missed(node.clock.time())
                 if node.clock.monotonic() - self._last_gc > GC_EVERY:
                     self._last_gc = node.clock.monotonic()
                     self.collect(node.clock.time())
