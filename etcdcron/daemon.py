@@ -36,6 +36,8 @@ from .view import Changes, View
 
 log = structlog.get_logger("etcdcron.node")
 
+SWEEP_EVERY = 2.0  # seconds between sweeps for claims and completions whose answers were lost
+
 
 @dataclass(order=True)
 class _Entry:
@@ -90,6 +92,7 @@ class Node:
         self._timer = threading.Thread(target=self._timer_loop, name="timer", daemon=True)
         self._watch = None
         self._draining = False
+        self._next_sweep = 0.0
         self.stats = {"claimed": 0, "ran": 0, "fenced_out": 0, "recovered": 0}
 
     @property
@@ -243,6 +246,8 @@ class Node:
 
     def schedule_start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
         """A claimed firing: its run is handed to the pool at its start time."""
+        with self.firing.lock:
+            self.firing.pending.add((spec.name, slot))
         self._push("start", self.start_time(spec, slot), spec.name, slot, 0, extra=(spec, fence, reason))
         self._wake()
 
@@ -288,6 +293,9 @@ class Node:
                 while self._heap and self._heap[0].due <= now:
                     due.append(heapq.heappop(self._heap))
                 delay = (self._heap[0].due - now) if self._heap else 1.0
+            if self.clock.monotonic() >= self._next_sweep:
+                self._next_sweep = self.clock.monotonic() + SWEEP_EVERY
+                self.submit(self.firing.adopt_orphans)
             if not due:
                 self._wakeup.wait(min(delay, 1.0))
                 self._wakeup.clear()

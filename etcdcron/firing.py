@@ -49,6 +49,10 @@ class Firing:
         self.view = node.view
         self.runs: dict[tuple[str, int], LocalRun] = {}
         self.lock = threading.Lock()
+        # firings this node holds a claim on but has no LocalRun for (yet, or any more): claimed and
+        # waiting for their instant, or run and waiting for their completion to be acknowledged
+        self.pending: set[tuple[str, int]] = set()
+        self.unacked: dict[tuple[str, int], tuple] = {}  # completions whose answer was lost -> their args
 
     # --- stopping runs
     def stop_runs(self, match, reason: str) -> int:
@@ -96,6 +100,8 @@ class Firing:
         if not out:
             return out.why
         self.node.stats["claimed"] += 1
+        with self.lock:
+            self.pending.add((spec.name, slot))
         self.start(spec, slot, out.fence, reason)
         return "ran"
 
@@ -158,6 +164,9 @@ class Firing:
         if not out:
             return
         node.stats["recovered"] += 1
+        if not skip:
+            with self.lock:
+                self.pending.add((old.job, old.slot))
         if skip:
             log.info("firing.lost", job=old.job, slot=old.slot, prev_node=old.node, prev_fence=old.fence)
             return
@@ -167,13 +176,14 @@ class Firing:
                  extra={"prev_fence": old.fence, "prev_node": old.node})
 
     def run(self, spec: JobSpec, slot: int, fence: int, attempt: int, reason: str = "schedule",
-            extra: dict | None = None) -> None:
+            extra: dict | None = None, run_fence: int | None = None) -> None:
         """Run (and retry) a claimed firing, then record its outcome under our fence."""
         node = self.node
-        run_fence = fence
+        run_fence = run_fence or fence
         local = LocalRun(spec.name, slot, spec.level, fence)
         with self.lock:
             self.runs[(spec.name, slot)] = local
+            self.pending.add((spec.name, slot))  # until its completion is acknowledged
         tries: list[dict] = []
         retries_left = spec.retries
         try:
@@ -207,6 +217,8 @@ class Firing:
                 if new_fence is None:
                     log.warning("firing.fenced_out", job=spec.name, slot=slot, fence=local.fence, when="retry")
                     node.stats["fenced_out"] += 1
+                    with self.lock:
+                        self.pending.discard((spec.name, slot))
                     return
                 local.fence, attempt, retries_left = new_fence, attempt + 1, retries_left - 1
         finally:
@@ -222,10 +234,19 @@ class Firing:
         fence, lag = local.fence, tries[0]["started"] - slot
         seconds = round(result.ended - result.started, 3)
 
+        args = (spec.name, slot, fence, record, run_fence)
+
         def completed(fut) -> None:
             exc = fut.exception()
+            with self.lock:
+                if exc is None:
+                    self.pending.discard((spec.name, slot))
+                    self.unacked.pop((spec.name, slot), None)
+                else:  # the outcome is unknown: the sweep sends it again (see adopt_orphans)
+                    self.unacked[(spec.name, slot)] = args
             if exc is not None:
-                log.warning("firing.complete_failed", job=spec.name, slot=slot, fence=fence, error=str(exc)[:200])
+                log.warning("firing.complete_failed", job=spec.name, slot=slot, fence=fence, error=str(exc)[:200],
+                            then="retried by the next sweep")
             elif fut.result():
                 log.info("firing.finished", job=spec.name, slot=slot, fence=fence, state=state, attempt=attempt,
                          exit_code=result.exit_code, seconds=seconds, lag_ms=round(lag * 1000, 1))
@@ -234,7 +255,59 @@ class Firing:
                 log.warning("firing.fenced_out", job=spec.name, slot=slot, fence=fence,
                             reason="the claim is no longer ours (lease expired or taken over)")
 
-        self.claims.complete_async(spec.name, slot, fence, record, run_fence=run_fence).add_done_callback(completed)
+        self.claims.complete_async(*args[:4], run_fence=run_fence).add_done_callback(completed)
+
+    def adopt_orphans(self, min_age: float = 3.0) -> int:
+        """Resolve claims whose transaction's answer was lost.
+
+        A claim or completion that failed with a transport error may have committed all the same. A
+        claim that did leaves a record saying `running` on our live lease that no local run knows:
+        we run it now (late, but not silently missed). A completion whose answer was lost is sent
+        again; if the first one had committed, the record already carries our outcome and fence."""
+        node, view = self.node, self.view
+        lease = node.session.lease
+        if not node.can_claim() or not lease:
+            return 0
+        with self.lock:
+            unacked = list(self.unacked.items())
+        for (job, slot), (name, s, fence, record, run_fence) in unacked:
+            c = view.claims.get((job, slot))
+            if c is not None and not c.running and c.data.get("fence") == fence:
+                with self.lock:  # it had committed
+                    self.unacked.pop((job, slot), None)
+                    self.pending.discard((job, slot))
+                continue
+            fut = self.claims.complete_async(name, s, fence, record, run_fence=run_fence)
+            try:
+                ok = fut.result(timeout=10)
+            except Exception:  # noqa: BLE001 - still unknown: next sweep
+                continue
+            with self.lock:
+                self.unacked.pop((job, slot), None)
+                self.pending.discard((job, slot))
+            if not ok:
+                log.warning("firing.fenced_out", job=job, slot=slot, fence=fence, when="completion retry")
+        adopted = 0
+        now = node.clock.time()
+        for job, slot, run_fence in view.runs_on_lease(lease):
+            c = view.claims.get((job, slot))
+            with self.lock:
+                known = (job, slot) in self.runs or (job, slot) in self.pending
+            if known or c is None or not c.running or c.node != node.node_id:
+                continue
+            if now - float(c.data.get("started", now)) < min_age:
+                continue  # a claim in flight on the normal path: give it time
+            found = view.job(job)
+            if found is None:
+                continue
+            adopted += 1
+            log.warning("firing.adopted", job=job, slot=slot, fence=c.mod_revision,
+                        reason="our claim committed although its answer was lost")
+            with self.lock:
+                self.pending.add((job, slot))
+            node.submit(self.run, found[0], slot, c.mod_revision, c.attempt, "adopted",
+                        {"adopted": True}, run_fence, claimed=True)
+        return adopted
 
     # --- tasks over several firings
     def catch_up(self, spec: JobSpec, rev: int, now: float) -> None:

@@ -42,6 +42,7 @@ class View:
         self.candidates: dict[str, tuple[int, str]] = {}  # key -> (create_revision, node id)
         self.claims: dict[tuple[str, int], Claim] = {}
         self.running: dict[tuple[str, int], int] = {}  # -> create revision (= fence)
+        self.running_lease: dict[tuple[str, int], int] = {}  # -> the runner's lease
         self.degrade: dict = {}
         self.kills: dict[str, int] = {}  # job -> revision below which its runs must stop
         self.drains: set[str] = set()
@@ -54,7 +55,7 @@ class View:
         with self.lock:
             old_jobs = set(self.jobs)
             self.jobs.clear(); self.nodes.clear(); self.candidates.clear()
-            self.claims.clear(); self.running.clear(); self.degrade = {}
+            self.claims.clear(); self.running.clear(); self.running_lease.clear(); self.degrade = {}
             self.kills.clear(); self.drains.clear(); self.triggers.clear(); self.backfills.clear(); self.runs.clear()
             for kv in kvs:
                 self._put(kv)
@@ -102,6 +103,7 @@ class View:
                 self.claims[(parts[0], slot)] = Claim.parse(parts[0], slot, kv.value, kv.mod_revision)
             elif kind == "running" and len(parts) == 2:
                 self.running[(parts[0], int(parts[1]))] = kv.create_revision
+                self.running_lease[(parts[0], int(parts[1]))] = kv.lease
             elif kind == "control":
                 self._put_control(parts, kv)
             elif kind == "runs" and len(parts) == 1:
@@ -120,6 +122,7 @@ class View:
             self.claims.pop((parts[0], int(parts[1])), None)
         elif kind == "running" and len(parts) == 2:
             self.running.pop((parts[0], int(parts[1])), None)
+            self.running_lease.pop((parts[0], int(parts[1])), None)
         elif kind == "control" and parts == ["degrade"]:
             self.degrade = {}
         elif kind == "control" and len(parts) == 2 and parts[0] == "kill":
@@ -173,6 +176,11 @@ class View:
         """Slots of the job whose runs are alive somewhere."""
         with self.lock:
             return [slot for (j, slot) in self.running if j == job]
+
+    def runs_on_lease(self, lease: int) -> list[tuple[str, int, int]]:
+        """(job, slot, run fence) of every live run on ``lease``."""
+        with self.lock:
+            return [(j, s, self.running[(j, s)]) for (j, s), le in self.running_lease.items() if le == lease]
 
     def exhausted(self, spec: JobSpec) -> bool:
         with self.lock:
