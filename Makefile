@@ -19,8 +19,11 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
+# All benchmarks: firing lag against APScheduler (docs/benchmarks.md), failover gap and scale (docs/scale.md).
 bench: $(BIN)/.installed
-	$(BIN)/python bench/firing_lag.py
+	$(BIN)/python bench/firing_lag.py --rates 100,1000,2000
+	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
