@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE = Path(os.environ.get("ETCDCRON_BENCH_CODE") or ROOT)
 sys.path.insert(0, str(CODE))
 
+from etcdcron.nodes import wait_for  # noqa: E402  (after the path of the code under test)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STOP_WAIT = 15.0  # seconds a node gets to stop after SIGTERM before it is killed
 
@@ -174,15 +176,6 @@ def etcd_metrics(endpoint: str) -> dict[str, float]:
             if line.startswith(w):
                 out[w.split("{")[0] + ("_txn" if "{" in w else "")] = float(line.rsplit(" ", 1)[1])
     return out
-
-
-def wait_for(cond, timeout: float, step: float = 0.1) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 def sleep_until(t: float) -> None:
