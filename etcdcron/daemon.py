@@ -43,7 +43,7 @@ SWEEP_EVERY = 2.0  # seconds between sweeps for claims and completions whose ans
 class _Entry:
     due: float
     seq: int
-    kind: str = field(compare=False)  # fire | check | check_owner | recover | catchup | trigger | backfill
+    kind: str = field(compare=False)  # fire | check | start | recover | catchup | trigger | backfill
     job: str = field(compare=False)
     slot: int = field(compare=False)
     rev: int = field(compare=False)

@@ -50,7 +50,6 @@ class KV:
 class Event:
     kind: str  # "put" | "delete"
     kv: KV
-    prev: KV | None
 
 
 @dataclass(frozen=True)
@@ -434,11 +433,7 @@ class Watch:
                         raise StoreCompacted(resp.cancel_reason)
                     raise StoreError(f"watch canceled: {resp.cancel_reason}")
                 if resp.events:
-                    events = [
-                        Event("put" if ev.type == 0 else "delete", _kv(ev.kv),
-                              _kv(ev.prev_kv) if ev.HasField("prev_kv") else None)
-                        for ev in resp.events
-                    ]
+                    events = [Event("put" if ev.type == 0 else "delete", _kv(ev.kv)) for ev in resp.events]
                     self.next_revision = events[-1].kv.mod_revision + 1
                     self.on_events(events, resp.header.revision)
                 elif resp.header.revision >= self.next_revision and not resp.created:

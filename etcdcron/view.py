@@ -27,7 +27,6 @@ class Changes:
 
     jobs: set[str] = field(default_factory=set)
     lost: list[Claim] = field(default_factory=list)
-    nodes: bool = False
     control: bool = False
     relisted: bool = False
 
@@ -60,7 +59,7 @@ class View:
             for kv in kvs:
                 self._put(kv)
             self.revision = revision
-            return Changes(jobs=old_jobs | set(self.jobs), lost=self.lost_runs(), nodes=True, control=True, relisted=True)
+            return Changes(jobs=old_jobs | set(self.jobs), lost=self.lost_runs(), control=True, relisted=True)
 
     def apply(self, events: list[Event], revision: int) -> Changes:
         ch = Changes()
@@ -70,8 +69,6 @@ class View:
                 kind, parts = self.keys.split(ev.kv.key)
                 if kind == "jobs":
                     ch.jobs.add(parts[0])
-                elif kind == "nodes":
-                    ch.nodes = True
                 elif kind == "control":
                     ch.control = True
                 elif kind == "running" and ev.kind == "delete" and len(parts) == 2:

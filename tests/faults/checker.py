@@ -16,21 +16,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..cluster import Line
+
 FINAL = ("succeeded", "failed", "timeout", "killed", "missed", "lost", "skipped", "degraded")
 NOT_RUN = ("missed", "skipped", "degraded")
 
 
-@dataclass(frozen=True)
-class Run:
-    """A ledger line (the harness's ``tests.cluster.Line`` has the same fields)."""
-
-    what: str  # start | end
-    job: str
-    slot: int
-    node: str
-    fence: int
-    attempt: int
-    at: float
+# A ledger line: the harness's own type (start | end, job, slot, node, fence, attempt, at).
+Run = Line
 
 
 @dataclass(frozen=True)
@@ -70,12 +63,8 @@ def record_of(claim) -> Record:
     return Record(claim.job, claim.slot, claim.state, claim.node, int(claim.fence or 0), claim.attempt)
 
 
-def run_of(line) -> Run:
-    return Run(line.what, line.job, line.slot, line.node, line.fence, line.attempt, line.at)
-
-
 def check(ledger: Iterable, records: Iterable[Record], sc: Scenario) -> list[str]:
-    lines = [run_of(ln) for ln in ledger]
+    lines = list(ledger)
     recs = {(r.job, r.slot): r for r in records}
     starts: dict[tuple[str, int], list[Run]] = defaultdict(list)
     ends: dict[tuple[str, int, int], list[Run]] = defaultdict(list)
