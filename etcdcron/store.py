@@ -34,6 +34,11 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+# get_prefix reads in pages: at most PAGE_KEYS keys, fewer when they are large, aiming at PAGE_BYTES an
+# answer (far under the 64 MiB above); restarted at most _RELIST_TRIES times when compacted mid-way.
+PAGE_KEYS = 2000
+PAGE_BYTES = 8 * 1024 * 1024
+_RELIST_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -233,11 +238,50 @@ class EtcdStore:
         resp = self._call(etcdrpc.KVStub, "Range", etcdrpc.RangeRequest(key=_b(key)))
         return _kv(resp.kvs[0]) if resp.kvs else None
 
-    def get_prefix(self, prefix: str, revision: int = 0, limit: int = 0, keys_only: bool = False) -> tuple[list[KV], int]:
-        """Every key under ``prefix`` (at ``revision``, 0 = now), with the revision read at."""
-        req = etcdrpc.RangeRequest(key=_b(prefix), range_end=prefix_end(prefix), revision=revision, limit=limit, keys_only=keys_only)
-        resp = self._call(etcdrpc.KVStub, "Range", req, timeout=max(self.timeout, 10.0))
-        return [_kv(kv) for kv in resp.kvs], resp.header.revision
+    def get_prefix(self, prefix: str, revision: int = 0, limit: int = 0, keys_only: bool = False,
+                   page: int = PAGE_KEYS) -> tuple[list[KV], int]:
+        """Every key under ``prefix`` (at ``revision``, 0 = now; at most ``limit`` keys, 0 = all), in
+        key order, with the revision read at.
+
+        Read in pages of at most ``page`` keys (fewer when the keys are large), so that no answer
+        nears gRPC's message limit: the first page at ``revision`` (or now), every later one at the
+        first page's revision, so the result is one consistent snapshot. If that revision is
+        compacted away between two pages, the listing starts over at a new revision."""
+        tries = 0
+        while True:
+            try:
+                return self._get_prefix_pages(prefix, revision, limit, keys_only, page)
+            except StoreCompacted:
+                tries += 1
+                if revision or tries >= _RELIST_TRIES:
+                    raise  # the caller's own revision is gone, or etcd compacts faster than we read
+                log.info("store.relist_restarted", prefix=prefix, reason="compacted between pages")
+
+    def _get_prefix_pages(self, prefix: str, revision: int, limit: int, keys_only: bool,
+                          page: int) -> tuple[list[KV], int]:
+        key, end = _b(prefix), prefix_end(prefix)
+        out: list[KV] = []
+        read_at = revision
+        size = max(1, page)
+        while True:
+            want = size if not limit else min(size, limit - len(out))
+            req = etcdrpc.RangeRequest(key=key, range_end=end, revision=read_at, limit=want, keys_only=keys_only)
+            try:
+                resp = self._call(etcdrpc.KVStub, "Range", req, timeout=max(self.timeout, 10.0))
+            except StoreError as exc:
+                if "RESOURCE_EXHAUSTED" not in str(exc) or want <= 1:
+                    raise
+                size = max(1, want // 2)  # the answer was over gRPC's limit: ask again for fewer keys
+                continue
+            if not read_at:
+                read_at = resp.header.revision
+            out.extend(_kv(kv) for kv in resp.kvs)
+            if not resp.more or not resp.kvs or (limit and len(out) >= limit):
+                return out, read_at
+            key = resp.kvs[-1].key + b"\0"
+            # keep the next answer near PAGE_BYTES whatever the size of the keys
+            nbytes = sum(len(kv.key) + len(kv.value) for kv in resp.kvs)
+            size = max(1, min(page, PAGE_BYTES * len(resp.kvs) // max(1, nbytes)))
 
     def count_prefix(self, prefix: str) -> int:
         req = etcdrpc.RangeRequest(key=_b(prefix), range_end=prefix_end(prefix), count_only=True)

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from etcdcron import store as st
-from etcdcron.errors import StoreUnavailable
+from etcdcron.errors import StoreError, StoreUnavailable
 from etcdcron.store import EtcdStore, parse_endpoints, prefix_end
 
 
@@ -110,3 +110,103 @@ def test_watch_resumes_after_stream_error(store, prefix):
     finally:
         w.stop()
     assert got == ["1", "2", "3"]
+
+
+def _spy_ranges(store, after_first=None, refuse=None):
+    """Record every Range the store answers as (limit, revision, keys returned); call ``after_first()``
+    once, right after the first answer; ``refuse(request)`` may raise instead of sending a Range."""
+    ranges: list[tuple[int, int, int]] = []
+    orig = store._call
+
+    def spy(stub_cls, method, request, timeout=None):
+        if method == "Range" and refuse is not None:
+            refuse(request)
+        resp = orig(stub_cls, method, request, timeout)
+        if method == "Range" and not request.count_only:
+            ranges.append((request.limit, request.revision, len(resp.kvs)))
+            if len(ranges) == 1 and after_first is not None:
+                after_first()
+        return resp
+    store._call = spy
+    return ranges
+
+
+def _fill(store, prefix, n, value=lambda i: f"v{i}"):
+    return store.txn([], [st.put(f"{prefix}/k{i:02d}", value(i)) for i in range(n)]).revision
+
+
+def test_get_prefix_paginates_one_consistent_snapshot(store, prefix):
+    """get_prefix reads page after page at the first page's revision: all keys, in key order, and
+    nothing written after the first page was read (an update, a new key, a delete) shows."""
+    written = _fill(store, prefix, 10)
+    changed = []
+
+    def write_between_pages():
+        changed.append(store.txn([], [st.put(prefix + "/k00", "new"), st.put(prefix + "/k05", "new"),
+                                      st.put(prefix + "/k99", "new"), st.delete(prefix + "/k08")]).revision)
+    ranges = _spy_ranges(store, write_between_pages)
+    kvs, rev = store.get_prefix(prefix + "/", page=3)
+    assert [kv.key for kv in kvs] == [f"{prefix}/k{i:02d}" for i in range(10)]
+    assert [kv.value for kv in kvs] == [f"v{i}".encode() for i in range(10)]
+    assert written <= rev < changed[0]
+    assert len(ranges) >= 4 and all(r[0] <= 3 for r in ranges), ranges
+    assert all(r[1] == rev for r in ranges[1:]), f"later pages not read at the first page's revision: {ranges}"
+    once, _ = store.get_prefix(prefix + "/", revision=rev, page=100)
+    assert kvs == once
+    now, _ = store.get_prefix(prefix + "/", page=3)
+    assert [kv.key.rsplit("/", 1)[1] for kv in now] == [f"k{i:02d}" for i in range(10) if i != 8] + ["k99"]
+
+
+def test_get_prefix_limit_and_keys_only_across_pages(store, prefix):
+    """A caller's ``limit`` is "at most that many" whatever the page size; keys_only leaves values empty."""
+    _fill(store, prefix, 10)
+    kvs, _ = store.get_prefix(prefix + "/", limit=7, page=3)
+    assert [kv.key for kv in kvs] == [f"{prefix}/k{i:02d}" for i in range(7)]
+    kvs, _ = store.get_prefix(prefix + "/", limit=2, page=3)
+    assert len(kvs) == 2
+    kvs, _ = store.get_prefix(prefix + "/", keys_only=True, page=4)
+    assert len(kvs) == 10 and all(kv.value == b"" for kv in kvs)
+
+
+def test_get_prefix_restarts_when_compacted_between_pages(store, prefix):
+    """If etcd compacts past the snapshot's revision between two pages, the listing starts over at a
+    new revision and is again one consistent snapshot."""
+    _fill(store, prefix, 10)
+    compacted = []
+
+    def compact_between_pages():
+        store.put(prefix + "/k99", "late")
+        head = store.put(prefix + "/k00", "late")
+        store.compact(head)
+        compacted.append(head)
+    _spy_ranges(store, compact_between_pages)
+    kvs, rev = store.get_prefix(prefix + "/", page=3)
+    assert rev >= compacted[0]
+    assert [kv.key.rsplit("/", 1)[1] for kv in kvs] == [f"k{i:02d}" for i in range(10)] + ["k99"]
+    assert kvs[0].value == b"late" and kvs[-1].value == b"late"
+
+
+def test_get_prefix_shrinks_a_page_too_large_for_grpc(store, prefix):
+    """A page refused as too large (RESOURCE_EXHAUSTED) is asked again with fewer keys."""
+    _fill(store, prefix, 10)
+
+    def refuse(request):
+        if request.limit == 0 or request.limit > 2:
+            raise StoreError("etcd error RESOURCE_EXHAUSTED: grpc: received message larger than max")
+    _spy_ranges(store, refuse=refuse)
+    kvs, _ = store.get_prefix(prefix + "/", page=8)
+    assert [kv.key for kv in kvs] == [f"{prefix}/k{i:02d}" for i in range(10)]
+
+
+def test_get_prefix_larger_than_grpc_message_limit(store, prefix):
+    """A prefix holding ~72 MB (over gRPC's 64 MiB message limit) lists completely."""
+    n, value = 17_500, "x" * 4096
+    try:
+        for first in range(0, n, 100):
+            store.txn([], [st.put(f"{prefix}/c/{i:06d}", value) for i in range(first, min(first + 100, n))])
+        kvs, rev = store.get_prefix(prefix + "/")
+        assert len(kvs) == n and rev > 0
+        assert kvs[0].key == f"{prefix}/c/000000" and kvs[-1].key == f"{prefix}/c/{n - 1:06d}"
+        assert all(len(kv.value) == 4096 for kv in kvs)
+    finally:
+        store.delete(prefix + "/", prefix=True)
