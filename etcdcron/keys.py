@@ -12,6 +12,10 @@
     <prefix>/control/trigger/<job>       run the job now (consumed by the claim)
     <prefix>/control/backfill/<job>/<id> a backfill request {"from": t, "to": t}
     <prefix>/backfilled/<job>            slot ranges already handed to backfills (idempotence)
+    <prefix>/chores/missed               the leader's missed-firing watermark {"at": t}: every firing whose
+                                         start time + deadline + slack is at or before t has been judged
+    <prefix>/collected/<job>             the highest slot whose claim the leader collected (written with
+                                         the deletes): every firing at or below it was judged
 
 Slots are Unix seconds, zero-padded to 12 digits so that keys sort by time.
 """
@@ -100,3 +104,14 @@ class Keys:
         rest = key[len(self.prefix) + 1:]
         kind, _, tail = rest.partition("/")
         return kind, tail.split("/") if tail else []
+
+    @property
+    def missed_watermark(self) -> str:
+        return f"{self.prefix}/chores/missed"
+
+    def collected(self, job: str) -> str:
+        return f"{self.prefix}/collected/{job}"
+
+    @property
+    def collecteds(self) -> str:
+        return f"{self.prefix}/collected/"

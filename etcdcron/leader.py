@@ -2,15 +2,17 @@
 
 Leadership is etcd's election recipe: every node puts ``leader/<lease>`` on its lease; the key with
 the lowest create revision leads, and when its lease dies the next one does. Firing never waits
-for the leader; if two nodes briefly both believe they lead, every chore is still a
-compare-and-swap, so nothing is done twice.
+for the leader; if two nodes briefly both believe they lead, every record and every collection is
+still a compare-and-swap, so nothing is done twice (the scan's watermark is a plain put: see
+``LeaderChores._store_watermark`` for why that is enough).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -20,6 +22,7 @@ from .errors import StoreError
 
 if TYPE_CHECKING:
     from .daemon import Node
+    from .jobs import JobSpec
 
 log = structlog.get_logger("etcdcron.leader")
 
@@ -27,24 +30,80 @@ MISSED_SLACK = 2.0  # a firing is judged missed this long after its starting dea
 KEEP_PER_JOB = 20  # finished claims kept per job beyond the deadline window
 GC_EVERY = 30.0
 MISSED_EVERY = 5.0  # recording a miss is bookkeeping: a few seconds late costs nothing, scanning every job each second does
-LOOKBACK = 3600.0  # a new leader looks this far back for unrecorded misses
-SCAN_CAP = 1000
+LOOKBACK = 3600.0  # on a fresh cluster (no watermark yet) the first leader looks this far back for unrecorded misses
+SCAN_CAP = 1000  # firings judged per job and pass
+PASS_CAP = 50_000  # firings judged per pass over all jobs; a pass that hits a cap is followed by another at once
+RECORD_BATCH = 100  # missed records per round trip, a nested transaction each (etcd allows 128 per transaction)
+COLLECT_OPS = 1000  # deletes per collecting round trip
+COLLECT_CHUNK = 120  # deletes per job in one collecting round trip (one nested transaction, with its mark)
+COLLECTED_RANGES = 32  # slot ranges kept per job in ``collected/<job>``; the oldest are dropped beyond
+LOG_EACH = 20  # misses logged one by one per job and pass; beyond, one summary line
 COMPACT_EVERY = 300.0
 COMPACT_KEEP = 10_000
 
 
+def reach(spec: "JobSpec") -> float:
+    """How long after its slot a firing may still start: its jitter, its starting deadline and the
+    slack. A firing is judged (missed if nobody claimed it) only once this much time has passed."""
+    return spec.jitter + spec.starting_deadline + MISSED_SLACK
+
+
+def add_collected(spec: "JobSpec", ranges: list[list[int]], slots: list[int]) -> list[list[int]]:
+    """The job's collected slot ranges with ``slots`` (ascending) added. Two slots or ranges join only
+    when no firing of the job lies strictly between them, so a range never spans a firing that had no
+    claim when it was collected (a paused period, the time before the job existed, a firing not yet
+    judged): inside a range, a firing without a record is one whose claim was collected."""
+    def joined(hi: float, lo: float) -> bool:
+        if lo <= hi:
+            return True
+        nxt = spec.next_after(hi)
+        return nxt is None or nxt >= lo
+
+    out: list[list[int]] = []
+    for lo, hi in sorted([list(r) for r in ranges] + [[s, s] for s in slots]):
+        if out and joined(out[-1][1], lo):
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out[-COLLECTED_RANGES:]
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
 class LeaderChores:
+    """The leader's chores. What the missed-firing scan has judged is kept in etcd, so that a new
+    leader neither rescans (and records ``missed`` over firings that ran and whose claims were
+    collected) nor leaves a gap after a long outage:
+
+    * ``chores/missed`` {"at": W}: every firing whose slot + jitter + starting deadline + slack is at
+      or before W has been judged: it has a claim, or was recorded ``missed``, or its claim was
+      collected. A new leader starts each job's scan at W - reach(job).
+    * ``collected/<job>`` [[lo, hi], …]: ranges of slots whose claims were collected (written in
+      the transaction that deletes them). A scan never starts below the last range; a backfill does
+      not rerun a firing inside a range that has no record.
+
+    The collector deletes only claims at or below the slot up to which this leader's scan has judged
+    their job, so neither it nor a later leader can take a collected claim for a missed firing.
+    """
+
     def __init__(self, node: "Node") -> None:
         self.node = node
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="leader", daemon=True)
-        self._cursor: dict[str, float] = {}
+        self._cursor: dict[str, float] = {}  # job -> the scan's start: every firing at or before it is judged
+        self._judged: dict[str, float] = {}  # job -> judged up to this slot by this leadership (what may be collected)
         self._next: dict[str, tuple] = {}  # job -> (cursor, schedule, next firing after the cursor)
+        self._loaded = False  # the watermark and the collected marks, read at the first pass of a leadership
+        self._watermark: float | None = None  # as stored in etcd (read, or last written by us)
+        self._marks: dict[str, tuple[list[list[int]], int]] = {}  # job -> (collected ranges, mod revision)
         self._last_gc = 0.0
         self._last_missed = -MISSED_EVERY
         self._last_compact = 0.0
         self._compacted = 0
         self.leading = False
+        self.behind = False  # the last scan hit a cap: the next one comes at once
 
     def start(self) -> None:
         self._thread.start()
@@ -60,11 +119,11 @@ class LeaderChores:
             if leading != self.leading:
                 log.info("leader.elected" if leading else "leader.resigned", node=node.node_id)
                 self.leading = leading
-                self._cursor.clear()
+                self._forget()
             if not leading:
                 continue
             try:
-                if node.clock.monotonic() - self._last_missed >= MISSED_EVERY:
+                if self.behind or node.clock.monotonic() - self._last_missed >= MISSED_EVERY:
                     self._last_missed = node.clock.monotonic()
                     self.record_missed(node.clock.time())
                 if node.clock.monotonic() - self._last_gc > GC_EVERY:
@@ -73,18 +132,66 @@ class LeaderChores:
             except StoreError as exc:
                 log.warning("leader.chore_failed", error=str(exc)[:200])
 
+    def _forget(self) -> None:
+        """Leadership changed: what we knew may be stale; the next pass reads etcd again."""
+        self._cursor.clear()
+        self._judged.clear()
+        self._loaded = False
+        self.behind = False
+
+    def _load(self) -> None:
+        keys, store = self.node.keys, self.node.store
+        kv = store.get(keys.missed_watermark)
+        self._watermark = None
+        if kv is not None:
+            try:
+                self._watermark = float(json.loads(kv.value)["at"])
+            except (ValueError, TypeError, KeyError):
+                log.warning("leader.bad_watermark", key=kv.key, value=kv.value[:100])
+        kvs, _ = store.get_prefix(keys.collecteds)
+        self._marks = {}
+        for kv in kvs:
+            try:
+                self._marks[kv.key[len(keys.collecteds):]] = ([[int(lo), int(hi)] for lo, hi in json.loads(kv.value)],
+                                                              kv.mod_revision)
+            except (ValueError, TypeError):
+                log.warning("leader.bad_collected_mark", key=kv.key, value=kv.value[:100])
+                self._marks[kv.key[len(keys.collecteds):]] = ([], kv.mod_revision)
+        self._loaded = True
+        log.info("leader.resumed_scan", watermark=self._watermark, collected_marks=len(self._marks))
+
+    def _base(self, spec: "JobSpec", now: float) -> float:
+        """Where the scan of a job starts when this leadership has no cursor for it yet."""
+        if self._watermark is not None:
+            base = min(self._watermark, now) - reach(spec)
+        else:  # a fresh cluster: nobody has judged anything yet
+            base = now - reach(spec) - LOOKBACK
+        ranges = self._marks.get(spec.name, ([], 0))[0]
+        return max(base, ranges[-1][1]) if ranges else base
+
     def record_missed(self, now: float) -> int:
-        """Record ``missed`` for every firing past its starting deadline that nobody claimed."""
+        """Record ``missed`` for every firing past its start time (slot + jitter) + starting deadline
+        + slack that nobody claimed, then store how far every job has been judged (one write)."""
+        if not self._loaded:
+            self._load()
         view, recorded = self.node.view, 0
         with view.lock:
             jobs = list(view.jobs.values())
+        for gone in (set(self._cursor) | set(self._judged) | set(self._next)) - {spec.name for spec, _ in jobs}:
+            self._cursor.pop(gone, None)
+            self._judged.pop(gone, None)
+            self._next.pop(gone, None)
+        judged_at = now  # every job judged for firings whose reach ends at or before this
+        todo: list[tuple[float, "JobSpec", float]] = []
         for spec, _rev in jobs:
             if spec.paused or view.exhausted(spec):
-                self._cursor.pop(spec.name, None)
+                self._cursor.pop(spec.name, None)  # _judged stays: the job's claims may still be collected
                 continue
-            horizon = now - spec.starting_deadline - MISSED_SLACK
-            start = max(self._cursor.setdefault(spec.name, now - spec.starting_deadline - LOOKBACK), spec.active_since)
+            # jitter counts: a firing's run starts up to `jitter` after its slot, its deadline runs from there
+            horizon = now - reach(spec)
+            start = max(self._cursor.setdefault(spec.name, self._base(spec, now)), spec.active_since)
             if horizon <= start:
+                self._judged[spec.name] = max(self._judged.get(spec.name, horizon), horizon)
                 continue
             # most passes find nothing due: remember the job's next firing after the cursor, and only
             # ask croniter again once the horizon has passed it
@@ -93,17 +200,73 @@ class LeaderChores:
                 nxt = spec.next_after(start)
                 due = self._next[spec.name] = (start, spec.schedule + spec.tz, nxt)
             if due[2] is None or due[2] > horizon:
+                self._judged[spec.name] = horizon
                 continue
-            slots = spec.firings(start, horizon, limit=SCAN_CAP)
-            for slot in slots:
-                if not view.claimed(spec.name, slot) and self.node.claims.record(spec.name, slot, "missed", recorded_at=now):
-                    recorded += 1
-                    log.warning("firing.missed", job=spec.name, slot=slot, deadline=spec.starting_deadline)
-            self._cursor[spec.name] = slots[-1] if len(slots) == SCAN_CAP else horizon
+            todo.append((start, spec, horizon))
+        todo.sort(key=lambda t: t[0])  # the furthest behind first
+        budget, capped = PASS_CAP, False
+        for start, spec, horizon in todo:
+            if budget <= 0:
+                judged_at = min(judged_at, start + reach(spec))
+                capped = True
+                continue
+            limit = min(SCAN_CAP, budget)
+            slots = spec.firings(start, horizon, limit=limit)
+            budget -= len(slots)
+            recorded += self._record(spec, [s for s in slots if not view.claimed(spec.name, s)], now)
+            if slots and len(slots) == limit:
+                self._cursor[spec.name] = self._judged[spec.name] = slots[-1]
+                judged_at = min(judged_at, slots[-1] + reach(spec))
+                capped = True
+            else:
+                self._cursor[spec.name] = self._judged[spec.name] = horizon
+        self.behind = capped
+        if capped:
+            log.info("leader.missed_backlog", judged_to=round(judged_at, 3), behind_s=round(now - judged_at, 1),
+                     recorded=recorded)
+        self._store_watermark(judged_at)
         return recorded
 
+    def _store_watermark(self, at: float) -> None:
+        # A plain put, not a compare-and-swap: only the leader writes it, and any value written is true
+        # of the judgement of the node that wrote it. A node that briefly also believes it leads may
+        # write a lower value; a lower watermark only makes a later leader rescan more (each record is
+        # a compare-and-swap on the firing having none, and collected firings are below the job's
+        # collected mark, where no scan starts). A CAS would buy nothing but a retry path.
+        if at == self._watermark:
+            return
+        self.node.store.put(self.node.keys.missed_watermark, json.dumps({"at": at}))
+        self._watermark = at
+
+    def _record(self, spec: "JobSpec", slots: list[int], now: float) -> int:
+        """Record ``missed`` for ``slots``, RECORD_BATCH per round trip; each is its own compare-and-swap
+        on the firing having no record yet (as :meth:`Claims.record`)."""
+        claims, keys, n = self.node.claims, self.node.keys, 0
+        for i in range(0, len(slots), RECORD_BATCH):
+            chunk = slots[i:i + RECORD_BATCH]
+            recs = [{"state": "missed", "attempt": 0, "node": None, "recorded_by": self.node.node_id,
+                     "recorded_at": now} for _ in chunk]
+            txns = [([st.version(keys.claim(spec.name, s), "==", 0)], [st.put(keys.claim(spec.name, s), _dump(rec))], [])
+                    for s, rec in zip(chunk, recs)]
+            results, _ = self.node.store.txn_batch(txns)
+            for slot, rec, res in zip(chunk, recs, results):
+                if not res.succeeded:
+                    continue
+                n += 1
+                claims.on_record(spec.name, slot, rec)
+                if n <= LOG_EACH:
+                    log.warning("firing.missed", job=spec.name, slot=slot, deadline=spec.starting_deadline)
+        if n > LOG_EACH:
+            log.warning("firings.missed", job=spec.name, firings=n, logged=LOG_EACH, first=slots[0], last=slots[-1],
+                        deadline=spec.starting_deadline)
+        return n
+
     def collect(self, now: float) -> int:
-        """Delete finished claims older than their job's deadline window, keeping the newest few per job."""
+        """Delete finished claims older than their job's deadline window, keeping the newest few per job,
+        and only those the missed scan has judged; their slots are added to ``collected/<job>`` in
+        the same transaction."""
+        if not self._loaded:
+            self._load()
         view = self.node.view
         with view.lock:
             by_job: dict[str, list[int]] = defaultdict(list)
@@ -113,20 +276,61 @@ class LeaderChores:
             specs = {name: spec for name, (spec, _) in view.jobs.items()}
             # a backfill in progress relies on its claims to run each firing once: keep them
             shielded = [(job, req["from"], req["to"]) for (job, _), (_, req) in view.backfills.items()]
-        doomed: list[str] = []
+        parts: list[tuple[str, list[int]]] = []
         for job, slots in by_job.items():
             spec = specs.get(job)
             window = (spec.starting_deadline if spec else 0.0) + 60.0
+            # a job's claims go only once this leadership's scan has judged their firings (a removed
+            # job is never scanned again: all of its claims go)
+            judged = self._judged.get(job, float("-inf")) if spec else float("inf")
             slots.sort()
             keep = set(slots[-KEEP_PER_JOB:]) if spec else set()
-            doomed += [self.node.keys.claim(job, s) for s in slots if s < now - window and s not in keep
-                       and not any(j == job and lo <= s <= hi for j, lo, hi in shielded)]
-        for i in range(0, len(doomed), 100):
-            self.node.store.txn([], [st.delete(k) for k in doomed[i:i + 100]])
-        if doomed:
-            log.info("leader.collected", claims=len(doomed))
+            doomed = [s for s in slots if s < now - window and s <= judged and s not in keep
+                      and not any(j == job and lo <= s <= hi for j, lo, hi in shielded)]
+            parts += [(job, doomed[i:i + COLLECT_CHUNK]) for i in range(0, len(doomed), COLLECT_CHUNK)]
+        # the marks of removed jobs go with their last claims, or alone
+        parts += [(job, []) for job in self._marks if job not in specs and job not in by_job]
+        done, batch, ops = 0, [], 0
+        for job, chunk in parts:
+            if batch and (any(j == job for j, _ in batch) or ops + len(chunk) > COLLECT_OPS or len(batch) >= 64):
+                done += self._delete(batch, specs)
+                batch, ops = [], 0
+            batch.append((job, chunk))
+            ops += len(chunk) + 1
+        if batch:
+            done += self._delete(batch, specs)
+        if done:
+            log.info("leader.collected", claims=done)
         self._compact()
-        return len(doomed)
+        return done
+
+    def _delete(self, batch: list[tuple[str, list[int]]], specs: dict) -> int:
+        """One round trip: per job, a nested transaction deleting its claims and updating its collected
+        mark, on the condition that the mark is still the one we know (another node acting as leader
+        at the same time could have moved it; then that job waits for the next pass)."""
+        keys, txns, marks = self.node.keys, [], []
+        for job, chunk in batch:
+            ranges, rev = self._marks.get(job, ([], 0))
+            mk = keys.collected(job)
+            spec = specs.get(job)
+            new = add_collected(spec, ranges, chunk) if spec is not None else None
+            ops = [st.delete(keys.claim(job, s)) for s in chunk]
+            ops.append(st.put(mk, json.dumps(new)) if new is not None else st.delete(mk))
+            txns.append(([st.mod_rev(mk, "==", rev)], ops, []))
+            marks.append(new)
+        results, revision = self.node.store.txn_batch(txns)
+        n = 0
+        for (job, chunk), new, res in zip(batch, marks, results):
+            if not res.succeeded:
+                log.warning("leader.collect_refused", job=job, reason="its collected mark changed under us")
+                self._loaded = False  # read the marks again before the next pass
+                continue
+            n += len(chunk)
+            if new is None:
+                self._marks.pop(job, None)
+            else:
+                self._marks[job] = (new, revision)
+        return n
 
     def _compact(self) -> None:
         """Keep etcd's history short: compact to ``COMPACT_KEEP`` revisions behind the head, now and then.

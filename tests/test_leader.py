@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from etcdcron.claims import Claims
 from etcdcron.clock import FakeClock
 from etcdcron.daemon import Node, NodeConfig
@@ -57,8 +59,9 @@ def test_paused_job_records_nothing(store, keys):
 
 
 def test_old_claims_are_collected_keeping_the_newest(store, keys):
-    """Finished claims older than the deadline window go, except the newest 20 per job; running ones stay."""
-    spec = make_spec("tick", "@every 1s", shell="true", starting_deadline=10, active_since=T0 - 1000)
+    """Finished claims older than the deadline window go, except the newest 20 per job; running ones stay.
+    Their slots join the job's collected ranges (a removed job's mark goes with it)."""
+    spec = make_spec("tick", "@every 1s", shell="true", starting_deadline=10, active_since=T0 - 501)
     rev = store.put(keys.job("tick"), spec.to_json())
     c = Claims(store, keys, "n")
     for slot in range(int(T0 - 500), int(T0 - 400)):
@@ -67,8 +70,162 @@ def test_old_claims_are_collected_keeping_the_newest(store, keys):
     c.record("gone", int(T0 - 500), "missed")  # a removed job's claim
     node = _node(store, keys)
     _load(node)
-    assert node.leader.collect(T0) == 100 - 20 + 1
+    assert node.leader.collect(T0) == 1, "claims were collected before the missed scan judged them"
+    _load(node)
+    assert node.leader.record_missed(T0 - 389) == 0  # judges T0-500 … T0-401
+    assert node.leader.collect(T0) == 100 - 20
     states = _states(store, keys, None)
     kept = sorted(s for s in states if s < T0)
     assert kept == list(range(int(T0 - 420), int(T0 - 400)))
     assert states[int(T0 - 450) + 1000] == "running"
+    assert json.loads(store.get(keys.collected("tick")).value) == [[int(T0 - 500), int(T0 - 421)]]
+    assert store.get(keys.collected("gone")) is None
+
+
+# --- issue 8: jitter, leadership changes, long outages, collected claims ---------------------------
+
+def _ran(store, keys, job, slots) -> None:
+    """Records of firings that ran (succeeded), written directly, 100 per transaction."""
+    import json
+
+    from etcdcron import store as st
+    slots = list(slots)
+    for i in range(0, len(slots), 100):
+        store.txn([], [st.put(keys.claim(job, s), json.dumps({"state": "succeeded", "attempt": 1, "node": "runner",
+                                                              "fence": 1, "reason": "schedule"}))
+                       for s in slots[i:i + 100]])
+
+
+def test_jitter_delays_the_missed_judgement_past_the_start_time(store, keys):
+    """`@every 20s --jitter 19 --starting-deadline 1`: a firing is judged missed only once its start
+    time (slot + its jitter) plus the deadline and the slack has passed, not counted from the slot."""
+    from etcdcron.claims import unit_hash
+    from etcdcron.leader import MISSED_SLACK
+    spec = make_spec("jit", "@every 20s", shell="true", starting_deadline=1, jitter=19, active_since=T0 - 200)
+    store.put(keys.job("jit"), spec.to_json())
+    node = _node(store, keys)
+    _load(node)
+
+    def start(slot: int) -> float:
+        return slot + spec.jitter * unit_hash(f"jit|{slot}|jitter")
+
+    for now in (T0 + 3, T0 + 11, T0 + 30):
+        node.leader.record_missed(now)
+        missed = {s for s, state in _states(store, keys, "jit").items() if state == "missed"}
+        early = sorted(s for s in missed if start(s) + spec.starting_deadline + MISSED_SLACK > now)
+        assert not early, f"at now={now - T0:+.0f}: firing(s) {[int(s - T0) for s in early]} recorded missed before " \
+                          f"their deadline (start times {[round(start(s) - T0, 2) for s in early]})"
+        # never late by more than the jitter bound: every firing whose worst-case deadline passed is judged
+        assert missed >= {s for s in spec.firings(T0 - 200, now) if s + 19 + 1 + MISSED_SLACK <= now}
+
+
+def test_a_new_leader_does_not_record_collected_runs_as_missed(store, keys):
+    """Firings that ran and whose claims were collected stay unrecorded after a leadership change:
+    the new leader does not rescan its whole lookback over them."""
+    spec = make_spec("tick", "@every 10s", shell="true", starting_deadline=30, active_since=T0 - 1000)
+    store.put(keys.job("tick"), spec.to_json())
+    _ran(store, keys, "tick", range(int(T0 - 990), int(T0) + 1, 10))
+    node = _node(store, keys)
+    _load(node)
+    assert node.leader.record_missed(T0) == 0
+    assert node.leader.collect(T0) == 80  # T0-990 … T0-200: older than 90 s, not among the newest 20
+    successor = _node(store, keys)  # a new leader, with a fresh LeaderChores
+    _load(successor)
+    recorded = successor.leader.record_missed(T0 + 5)
+    assert recorded == 0, f"a new leader recorded {recorded} collected runs as missed"
+    assert not [s for s, state in _states(store, keys, "tick").items() if state == "missed"]
+
+
+def test_collect_keeps_claims_the_missed_scan_has_not_judged(store, keys):
+    """A scan capped at SCAN_CAP firings leaves later firings unjudged: their claims must not be
+    collected, or the next pass records them missed."""
+    from etcdcron.leader import SCAN_CAP
+    spec = make_spec("sec", "@every 1s", shell="true", starting_deadline=10, active_since=T0 - 3000)
+    store.put(keys.job("sec"), spec.to_json())
+    _ran(store, keys, "sec", range(int(T0 - 2999), int(T0) + 1))
+    node = _node(store, keys)
+    _load(node)
+    assert node.leader.record_missed(T0) == 0  # judges T0-2999 … T0-2000 (capped)
+    node.leader.collect(T0)
+    _load(node)  # the view follows etcd (the watch, in a running node)
+    for _ in range(3):
+        recorded = node.leader.record_missed(T0)
+        assert recorded == 0, f"{recorded} collected runs recorded missed (scan cap {SCAN_CAP})"
+
+
+def test_an_outage_longer_than_the_lookback_is_recorded_in_full(store, keys):
+    """After a whole-cluster outage of 2 h (longer than LOOKBACK), every firing of the outage gets a
+    `missed` record, over a few passes of the new leader."""
+    from etcdcron.leader import LOOKBACK
+    spec = make_spec("sec", "@every 1s", shell="true", starting_deadline=10, active_since=T0 - 10)
+    store.put(keys.job("sec"), spec.to_json())
+    node = _node(store, keys)
+    _load(node)
+    node.leader.record_missed(T0)  # the leader before the outage
+    later = T0 + 2 * 3600
+    assert later - T0 > LOOKBACK
+    successor = _node(store, keys)
+    _load(successor)
+    passes = [successor.leader.record_missed(later) for _ in range(12)]
+    assert passes[-1] == 0, passes
+    missed = {s for s, state in _states(store, keys, "sec").items() if state == "missed"}
+    want = set(range(int(T0 - 9), int(later - 12) + 1))
+    lacking = sorted(want - missed)
+    assert not lacking, f"{len(lacking)} firings of the outage never recorded, from {lacking[0] - T0:+.0f} s to {lacking[-1] - T0:+.0f} s"
+    assert missed <= want
+
+
+def test_backfill_skips_firings_whose_claims_were_collected(store, keys):
+    """A backfill over firings that ran and were collected does not run them again; a firing above
+    the collected mark without a record still runs."""
+    import json
+    spec = make_spec("tick", "@every 10s", shell="true", starting_deadline=30, active_since=T0 - 1000)
+    rev = store.put(keys.job("tick"), spec.to_json())
+    _ran(store, keys, "tick", range(int(T0 - 990), int(T0) + 1, 10))
+    node = Node(store, keys, NodeConfig("backfiller", max_skew=1e12), clock=FakeClock(T0))
+    _load(node)
+    node.leader.record_missed(T0)
+    assert node.leader.collect(T0) == 80  # T0-990 … T0-200
+    store.delete(keys.claim("tick", int(T0 - 150)))  # a firing above the mark with no record
+    ident = "b1"
+    req = {"from": int(T0 - 990), "to": int(T0 - 100), "skip": [], "at": T0}
+    req_rev = store.put(keys.backfill("tick", ident), json.dumps(req))
+    _load(node)
+    node.session.start()
+    try:
+        node.firing.backfill(spec, rev, ident, req_rev, req)
+        assert node.claims.flush(10)
+    finally:
+        node.session.close()
+    rerun = sorted(int(c.slot - T0) for c in _history(store, keys, "tick") if c.data.get("reason") == "backfill")
+    assert rerun == [-150], f"backfill ran {len(rerun)} firings: {rerun[:10]}…"
+
+
+def _history(store, keys, job):
+    from etcdcron.admin import Admin
+    return Admin(store, keys).history(job, 10_000)
+
+
+def test_backfill_still_runs_firings_before_the_job_existed_and_while_it_was_paused(store, keys):
+    """Collected ranges never span a firing that had no claim: a backfill of the time before the job
+    existed, or of a paused period, still runs those firings once the job's claims are collected."""
+    spec = make_spec("tick", "@every 10s", shell="true", starting_deadline=30, active_since=T0 - 495)  # resumed
+    rev = store.put(keys.job("tick"), spec.to_json())
+    _ran(store, keys, "tick", [*range(int(T0 - 990), int(T0 - 600), 10), *range(int(T0 - 490), int(T0) + 1, 10)])
+    node = Node(store, keys, NodeConfig("backfiller", max_skew=1e12), clock=FakeClock(T0))
+    _load(node)
+    assert node.leader.record_missed(T0) == 0
+    node.leader.collect(T0)
+    ranges = json.loads(store.get(keys.collected("tick")).value)
+    assert [[lo - T0, hi - T0] for lo, hi in ranges] == [[-990, -610], [-490, -200]]
+    req = {"from": int(T0 - 1100), "to": int(T0 - 100), "skip": [], "at": T0}
+    req_rev = store.put(keys.backfill("tick", "b2"), json.dumps(req))
+    _load(node)
+    node.session.start()
+    try:
+        node.firing.backfill(spec, rev, "b2", req_rev, req)
+        assert node.claims.flush(10)
+    finally:
+        node.session.close()
+    rerun = sorted(int(c.slot - T0) for c in _history(store, keys, "tick") if c.data.get("reason") == "backfill")
+    assert rerun == [*range(-1100, -990, 10), *range(-600, -490, 10)]
