@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from . import store as st
+from .errors import StoreError, StoreUnavailable
 from .keys import Keys
-from .store import EtcdStore
+from .states import FINAL, NON_RUNS, UNFINISHED, State, Why  # noqa: F401 - NON_RUNS re-exported
+from .store import KV, EtcdStore
 
-FINAL_STATES = ("succeeded", "failed", "timeout", "killed", "missed", "lost", "skipped", "degraded")
-NON_RUNS = ("missed", "skipped", "degraded", "lost")
+FINAL_STATES = FINAL
 BATCH = 64  # firings per claim round trip (etcd allows 128 operations per transaction by default)
+ETCD_OUTPUT = 512  # bytes of a run's output tail kept in its etcd record (the history store keeps 4 KiB)
 
 
 class Claim:
@@ -75,7 +77,12 @@ class Claim:
 
     @property
     def running(self) -> bool:
-        return self.state == "running"
+        return self.state == State.RUNNING
+
+    @property
+    def unfinished(self) -> bool:
+        """Running, or interrupted by its node's shutdown: lost once its running key is gone."""
+        return self.state in UNFINISHED
 
     def __repr__(self) -> str:
         return f"Claim({self.job!r}, {self.slot}, {self.state!r}, attempt={self.attempt}, node={self.node!r}, fence={self.fence})"
@@ -86,7 +93,9 @@ class Outcome:
     """What a claim attempt came to: ``fence`` when we got it, else why not."""
 
     fence: int | None
-    why: str = "claimed"  # claimed | taken | blocked | changed | exhausted
+    why: Why = Why.CLAIMED
+    current: KV | None = None  # CHANGED: the job's spec as it is now
+    run_fence: int | None = None  # RESOLVED: the create revision of our running key
 
     def __bool__(self) -> bool:
         return self.fence is not None
@@ -140,24 +149,29 @@ class Claims:
               max_runs: int | None = None, over: Claim | None = None, reason: str = "schedule",
               extra_cmp: Iterable = (), extra_ops: Iterable = ()) -> Outcome:
         """Claim a firing for its first run. ``over`` is a final non-run record (missed, …) that a
-        backfill may replace; otherwise the firing must have no record at all."""
+        backfill may replace; otherwise the firing must have no record at all.
+
+        Safe to send again after a transport error: if the lost attempt had committed, the answer is
+        ``RESOLVED`` with its fence (the record names us and the running key lives on ``lease``)."""
         req = ClaimRequest(job, slot, job_rev, concurrency, max_runs, over, reason, tuple(extra_cmp), tuple(extra_ops))
         cond, ops, diag = self._parts(req, lease, now)
         res = self.store.txn(cond, ops, diag)
-        return Outcome(res.revision) if res.succeeded else self._why(req, res.ranges)
+        return Outcome(res.revision) if res.succeeded else self._why(req, res.ranges, lease)
 
     def claim_many(self, reqs: list["ClaimRequest"], lease: int, now: float) -> list[Outcome]:
-        """Claim many firings in one round trip (one nested transaction each, all in one revision)."""
+        """Claim many firings in one round trip (one nested transaction each, all in one revision).
+        Like :meth:`claim`, safe to send again after a transport error."""
         out: list[Outcome] = []
         for i in range(0, len(reqs), BATCH):
             chunk = reqs[i:i + BATCH]
             results, _rev = self.store.txn_batch([self._parts(r, lease, now) for r in chunk])
-            out += [Outcome(res.revision) if res.succeeded else self._why(r, res.ranges) for r, res in zip(chunk, results)]
+            out += [Outcome(res.revision) if res.succeeded else self._why(r, res.ranges, lease)
+                    for r, res in zip(chunk, results)]
         return out
 
     def _parts(self, r: "ClaimRequest", lease: int, now: float):
         ck, rk, jk = self.keys.claim(r.job, r.slot), self.keys.running(r.job, r.slot), self.keys.job(r.job)
-        rec = {"state": "running", "attempt": 1, "node": self.node_id, "started": now, "reason": r.reason}
+        rec = {"state": State.RUNNING, "attempt": 1, "node": self.node_id, "started": now, "reason": r.reason}
         cond = [st.mod_rev(ck, "==", r.over.mod_revision) if r.over else st.version(ck, "==", 0),
                 st.version(rk, "==", 0), st.mod_rev(jk, "==", r.job_rev), *r.extra_cmp]
         ops = [st.put(ck, _dump(rec)), st.put(rk, self.node_id, lease=lease), *r.extra_ops]
@@ -168,55 +182,85 @@ class Claims:
         if r.max_runs is not None:
             cond.append(st.version(self.keys.runs(r.job), "<", r.max_runs))
             ops.append(st.put(self.keys.runs(r.job), str(r.slot)))  # its version counts the claims of the job
-        diag = [st.get(ck), st.get(jk), st.get_prefix(self.keys.runnings_of(r.job), limit=1), st.get(self.keys.runs(r.job))]
+        diag = [st.get(ck), st.get(jk), st.get_prefix(self.keys.runnings_of(r.job), limit=1), st.get(self.keys.runs(r.job)),
+                st.get(rk)]
         return cond, ops, diag
 
-    @staticmethod
-    def _why(r: "ClaimRequest", ranges: list) -> Outcome:
-        existing, jobkv, running, runs = ranges
+    def _ours(self, claim: list[KV], running: list[KV], lease: int) -> int | None:
+        """The fence of a claim that an earlier attempt of ours committed, or None."""
+        if not claim or not running or running[0].lease != lease or running[0].create_revision != claim[0].mod_revision:
+            return None
+        try:
+            rec = json.loads(claim[0].value)
+        except ValueError:
+            return None
+        return claim[0].mod_revision if rec.get("node") == self.node_id and rec.get("state") == State.RUNNING else None
+
+    def _why(self, r: "ClaimRequest", ranges: list, lease: int) -> Outcome:
+        existing, jobkv, running, runs, mine = ranges
+        if (fence := self._ours(existing, mine, lease)) is not None:
+            return Outcome(fence, Why.RESOLVED, run_fence=fence)
         if (existing and not r.over) or (r.over and existing and existing[0].mod_revision != r.over.mod_revision):
-            return Outcome(None, "taken")
+            return Outcome(None, Why.TAKEN)
         if not jobkv or jobkv[0].mod_revision != r.job_rev:
-            return Outcome(None, "changed")
+            return Outcome(None, Why.CHANGED, current=jobkv[0] if jobkv else None)
         if r.max_runs is not None and runs and runs[0].version >= r.max_runs:
-            return Outcome(None, "exhausted")
+            return Outcome(None, Why.EXHAUSTED)
         if r.concurrency == "forbid" and running:
-            return Outcome(None, "blocked")
-        return Outcome(None, "taken")
+            return Outcome(None, Why.BLOCKED)
+        return Outcome(None, Why.TAKEN)
 
     def recover(self, old: Claim, job_rev: int, lease: int, now: float, skip: bool, forbid: bool = False) -> Outcome:
         """Take over a lost run: rerun it under a new fence, or (``skip``) record it ``lost``.
-        With ``forbid``, a rerun waits ("blocked") while another run of the job is alive."""
+        With ``forbid``, a rerun waits ("blocked") while another run of the job is alive. Safe to send
+        again after a transport error (an earlier rerun claim of ours comes back ``RESOLVED``)."""
         ck, rk = self.keys.claim(old.job, old.slot), self.keys.running(old.job, old.slot)
         cond = [st.mod_rev(ck, "==", old.mod_revision), st.version(rk, "==", 0)]
         if skip:
-            rec = {**old.data, "state": "lost", "fence": old.fence, "ended": now, "recorded_by": self.node_id}
+            rec = {**old.data, "state": State.LOST, "fence": old.fence, "ended": now, "recorded_by": self.node_id}
             res = self.store.txn(cond, [st.put(ck, _dump(rec))])
             if res.succeeded:
                 self.on_record(old.job, old.slot, rec)
-            return Outcome(0) if res.succeeded else Outcome(None, "taken")
-        rec = {"state": "running", "attempt": old.attempt + 1, "node": self.node_id, "started": now,
+            return Outcome(0) if res.succeeded else Outcome(None, Why.TAKEN)
+        rec = {"state": State.RUNNING, "attempt": old.attempt + 1, "node": self.node_id, "started": now,
                "prev_fence": old.fence, "prev_node": old.node, "reason": "recovery"}
         cond.append(st.mod_rev(self.keys.job(old.job), "==", job_rev))
         if forbid:
             cond.append(st.none_under(self.keys.runnings_of(old.job)))
         res = self.store.txn(cond, [st.put(ck, _dump(rec)), st.put(rk, self.node_id, lease=lease)],
-                             [st.get(ck), st.get_prefix(self.keys.runnings_of(old.job), limit=1)])
+                             [st.get(ck), st.get_prefix(self.keys.runnings_of(old.job), limit=1), st.get(rk)])
         if res.succeeded:
             return Outcome(res.revision)
-        current, running = res.ranges
+        current, running, mine = res.ranges
+        if (fence := self._ours(current, mine, lease)) is not None:
+            return Outcome(fence, Why.RESOLVED, run_fence=fence)
         if forbid and current and current[0].mod_revision == old.mod_revision and running:
-            return Outcome(None, "blocked")
-        return Outcome(None, "taken")
+            return Outcome(None, Why.BLOCKED)
+        return Outcome(None, Why.TAKEN)
 
     def retry(self, job: str, slot: int, fence: int, run_fence: int, attempt: int, now: float,
               previous: list[dict]) -> int | None:
-        """Re-claim our own firing for attempt ``attempt``: a new, higher fence; None if fenced out."""
-        ck, rk = self.keys.claim(job, slot), self.keys.running(job, slot)
-        rec = {"state": "running", "attempt": attempt, "node": self.node_id, "started": now,
+        """Re-claim our own firing for attempt ``attempt``: a new, higher fence; None if fenced out.
+
+        Refused after a ``kill`` (or a ``replace``) newer than the run: its key's revision would
+        otherwise be below the new fence and the retry would escape it. Safe to send again after a
+        transport error: a retry of ours that had committed is recognised by its attempt number."""
+        ck, rk, kk = self.keys.claim(job, slot), self.keys.running(job, slot), self.keys.kill(job)
+        rec = {"state": State.RUNNING, "attempt": attempt, "node": self.node_id, "started": now,
                "reason": "retry", "tries": previous}
-        res = self.store.txn([st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", run_fence)], [st.put(ck, _dump(rec))])
-        return res.revision if res.succeeded else None
+        res = self.store.txn([st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", run_fence),
+                              st.mod_rev(kk, "<", run_fence + 1)], [st.put(ck, _dump(rec))], [st.get(ck), st.get(rk)])
+        if res.succeeded:
+            return res.revision
+        claim, running = res.ranges
+        if claim and running and running[0].create_revision == run_fence:
+            try:
+                current = json.loads(claim[0].value)
+            except ValueError:
+                return None
+            if current.get("node") == self.node_id and current.get("attempt") == attempt and current.get("state") == State.RUNNING:
+                return claim[0].mod_revision
+        return None
 
     def complete(self, job: str, slot: int, fence: int, record: dict[str, Any], run_fence: int | None = None) -> bool:
         """Record the outcome of our run; False means we were fenced out."""
@@ -228,11 +272,13 @@ class Claims:
 
         Completions are group-committed: those queued while a round trip is in flight share the next
         one (a nested transaction each), so a node finishing hundreds of runs a second neither pays a
-        round trip per run nor holds a worker for it."""
+        round trip per run nor holds a worker for it. The etcd record keeps a short output tail; the
+        history store gets the whole record."""
         ck, rk = self.keys.claim(job, slot), self.keys.running(job, slot)
         rec = {**record, "node": self.node_id, "fence": fence}
+        stored = {**rec, "output": rec["output"][-ETCD_OUTPUT:]} if len(rec.get("output") or "") > ETCD_OUTPUT else rec
         txn = ([st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", run_fence or fence)],
-               [st.put(ck, _dump(rec)), st.delete(rk)], [])
+               [st.put(ck, _dump(stored)), st.delete(rk)], [])
         done: Future = Future()
         with self._group_lock:
             if self._group_thread is None:
@@ -248,18 +294,23 @@ class Claims:
             return self._group_idle.wait_for(lambda: self._pending == 0, timeout)
 
     def _group_commit(self) -> None:
+        held: list = []  # items that named a firing already in the batch: they go in the next one
         while True:
-            items = [self._group.get()]
+            items = held or [self._group.get()]
+            held = []
+            firings = {(it[2], it[3]) for it in items}
             while len(items) < BATCH:
                 try:
-                    items.append(self._group.get_nowait())
+                    item = self._group.get_nowait()
                 except queue.Empty:
                     break
-            try:
-                results, _ = self.store.txn_batch([item[0] for item in items])
-                outcomes: list[Any] = [res.succeeded for res in results]
-            except Exception as exc:  # noqa: BLE001 - every waiter gets the error
-                outcomes = [exc] * len(items)
+                # etcd refuses a transaction that names one key twice, and would refuse the whole batch
+                if (item[2], item[3]) in firings:
+                    held.append(item)
+                else:
+                    firings.add((item[2], item[3]))
+                    items.append(item)
+            outcomes = self._send(items)
             for (_, done, job, slot, rec), ok in zip(items, outcomes):
                 if isinstance(ok, Exception):
                     done.set_exception(ok)
@@ -271,10 +322,29 @@ class Claims:
                 self._pending -= len(items)
                 self._group_idle.notify_all()
 
+    def _send(self, items: list) -> list[Any]:
+        """One round trip for the batch; if etcd refuses it as a whole for another reason than being
+        unavailable, each item is sent alone, so that one bad item does not sink the others."""
+        try:
+            results, _ = self.store.txn_batch([item[0] for item in items])
+            return [res.succeeded for res in results]
+        except StoreUnavailable as exc:  # the outcome is unknown: every waiter hears so
+            return [exc] * len(items)
+        except StoreError as exc:
+            if len(items) == 1:
+                return [exc]
+        out: list[Any] = []
+        for item in items:
+            try:
+                out.append(self.store.txn(*item[0]).succeeded)
+            except StoreError as exc:
+                out.append(exc)
+        return out
+
     def record(self, job: str, slot: int, state: str, **extra: Any) -> bool:
         """Record a firing that did not run (``missed`` …) if nothing is recorded for it yet."""
         ck = self.keys.claim(job, slot)
-        rec = {"state": state, "attempt": 0, "node": None, "recorded_by": self.node_id, **extra}
+        rec = {"state": State(state), "attempt": 0, "node": None, "recorded_by": self.node_id, **extra}
         ok = self.store.txn([st.version(ck, "==", 0)], [st.put(ck, _dump(rec))]).succeeded
         if ok:
             self.on_record(job, slot, rec)

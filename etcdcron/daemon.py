@@ -15,16 +15,17 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable
 
 import structlog
 
-from . import store as st
 from .claims import BATCH, Claim, Claims, rank, unit_hash
 from .clock import Clock, SystemClock
 from .errors import StoreError
+from .executor import KILL_GRACE
 from .firing import Firing
 from .history import History, NoHistory
 from .jobs import JobSpec
@@ -33,17 +34,31 @@ from .leader import LeaderChores
 from .nodes import Session
 from .store import EtcdStore
 from .view import Changes, View
+from .workers import Workers
 
 log = structlog.get_logger("etcdcron.node")
 
 SWEEP_EVERY = 2.0  # seconds between sweeps for claims and completions whose answers were lost
 
 
+class Task(Enum):
+    """What a timer entry asks for when it is due."""
+
+    FIRE = "fire"  # a job's next firing: the owner claims it (others schedule a CHECK); chains the next FIRE
+    CHECK = "check"  # a ranked takeover: claim the firing if nobody has
+    START = "start"  # a claimed firing's start time: run it
+    RESOLVE = "resolve"  # claims whose answer was lost: send them again
+    RECOVER = "recover"  # a lost run: rerun it (or record it lost)
+    CATCHUP = "catchup"  # after a relist: firings inside the starting deadline nobody claimed
+    TRIGGER = "trigger"  # a manual run request
+    BACKFILL = "backfill"  # a backfill request
+
+
 @dataclass(order=True)
 class _Entry:
     due: float
     seq: int
-    kind: str = field(compare=False)  # fire | check | start | recover | catchup | trigger | backfill
+    kind: Task = field(compare=False)
     job: str = field(compare=False)
     slot: int = field(compare=False)
     rev: int = field(compare=False)
@@ -74,10 +89,10 @@ class Node:
         self.view = View(keys)
         self.history = history or NoHistory()
         self.session = Session(store, keys, config.node_id, config.levels, config.ttl, self.clock,
-                               on_renewed=self._wake, max_skew=config.max_skew)
+                               on_renewed=self._wake, max_skew=config.max_skew, on_lease_lost=self._lease_lost)
         self.claims = Claims(store, keys, config.node_id, on_record=self.history.write)
         self.firing = Firing(self)
-        self.pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="worker")
+        self.pool = Workers(config.workers)
         self.leader = LeaderChores(self)
         self.on_drain = on_drain
         self.stopping = threading.Event()
@@ -86,9 +101,9 @@ class Node:
         self._gen: dict[str, int] = {}  # job -> generation of its live chain of "fire" entries
         self._seen: set[tuple] = set()  # control requests already scheduled here
         self._lock = threading.Lock()
+        self._starts_direct = False  # stopping: claimed firings go to the pool at once, not to the heap
         self._wakeup = threading.Event()
         self._changed = threading.Condition()
-        self._inflight: set[Future] = set()
         self._timer = threading.Thread(target=self._timer_loop, name="timer", daemon=True)
         self._watch = None
         self._draining = False
@@ -109,32 +124,32 @@ class Node:
         log.info("node.started", node=self.node_id, jobs=len(self.view.jobs), nodes=len(self.view.nodes))
 
     def stop(self, grace: float | None = None) -> None:
-        """Hand over: stop claiming, leave the owner set, let runs finish up to ``grace``, revoke."""
+        """Hand over (DESIGN §4.5, §4.6): stop claiming, leave the owner set, let runs finish up to
+        ``grace``; then stop what still runs (process group SIGTERM, SIGKILL after the kill grace),
+        record it ``interrupted`` (it runs again elsewhere), and only then revoke the lease."""
         grace = self.cfg.grace if grace is None else grace
-        log.info("node.stopping", node=self.node_id, running=len(self._inflight), grace=grace)
+        held = self.firing.local
+        log.info("node.stopping", node=self.node_id, held=len(held), grace=grace)
         self.stopping.set()
         self._wake()
         self.session.drain()
         self._timer.join(timeout=2)
         with self._lock:  # firings claimed ahead of their instant still run, within the grace
-            starts = [e for e in self._heap if e.kind == "start"]
+            self._starts_direct = True
+            starts = sorted(e for e in self._heap if e.kind is Task.START)
             self._heap.clear()
-        for e in sorted(starts):
+        for e in starts:
             self._due(e, [])
-        deadline = self.clock.monotonic() + grace
-        while True:  # runs claimed by a batch in flight may still be queued: wait for those too
-            with self._lock:
-                pending = [f for f in self._inflight if not f.done()]
-            if not pending or self.clock.monotonic() >= deadline:
-                break
-            try:
-                pending[0].result(timeout=max(0.0, deadline - self.clock.monotonic()))
-            except Exception:  # noqa: BLE001 - timeouts and job errors alike: we are leaving
-                pass
-        if pending:
-            log.warning("node.grace_expired", node=self.node_id, unfinished=len(pending),
-                        note="their claims die with our lease and are recovered elsewhere")
-        if not self.claims.flush(max(1.0, deadline - self.clock.monotonic())):
+        # runs, and claims in flight whose runs are still to be queued; completions until acknowledged
+        if not self._wait_held(self.clock.monotonic() + grace):
+            n = self.firing.stop_runs(lambda h: True, "shutdown")
+            log.warning("node.grace_expired", node=self.node_id, stopping=n,
+                        note="stopped and recorded interrupted: they run again elsewhere")
+            if not self._wait_held(self.clock.monotonic() + KILL_GRACE + 2.0):
+                log.warning("node.runs_unrecorded", node=self.node_id,
+                            firings=[(h.job, h.slot, h.phase) for h in held.select()][:10],
+                            note="their running keys go with our lease: others recover them")
+        if not self.claims.flush(1.0):
             log.warning("node.completions_unsent", node=self.node_id)
         self.history.flush(5.0)
         self.leader.stop()
@@ -146,8 +161,23 @@ class Node:
             except StoreError:
                 pass
         self.session.close(revoke=True)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
         log.info("node.stopped", node=self.node_id, **self.stats)
+
+    def _wait_held(self, deadline: float) -> bool:
+        """Wait until this node holds nothing, re-sending completions whose answer was lost (the timer
+        and its sweep are gone); False at ``deadline``."""
+        while not self.firing.local.wait_empty(min(1.0, max(0.0, deadline - self.clock.monotonic()))):
+            if self.clock.monotonic() >= deadline:
+                return False
+            self.firing.resend_unacked()
+        return True
+
+    def _lease_lost(self, lease: int) -> None:
+        """Our lease is gone (or must be assumed gone): its claims may be taken over at any moment,
+        so their runs stop now, without a grace (DESIGN §4.7)."""
+        n = self.firing.stop_runs(lambda h: h.lease == lease, "lease_lost", grace=0.0)
+        log.warning("node.runs_stopped", node=self.node_id, lease=f"{lease:x}", runs=n, reason="lease lost")
 
     def can_claim(self) -> bool:
         return not self.stopping.is_set() and self.session.valid()
@@ -188,9 +218,9 @@ class Node:
             gen = self._gen[name] = next(self._seq)
             nxt = spec.next_after(max(now, spec.active_since))
             if nxt is not None:
-                self._push("fire", self._claim_time(spec, int(nxt)), name, int(nxt), rev, gen=gen)
+                self._push(Task.FIRE, self._claim_time(spec, int(nxt)), name, int(nxt), rev, gen=gen)
             if ch.relisted and self._overdue(spec, now):
-                self._push_ranked("catchup", f"{name}|catchup", spec, now, int(now), rev)
+                self._push_ranked(Task.CATCHUP, f"{name}|catchup", spec, now, int(now), rev)
         for claim in ch.lost:
             self.retry_recovery(claim, 0.0)
         if ch.control:
@@ -208,17 +238,17 @@ class Node:
             backfills = dict(v.backfills)
             drained = self.node_id in v.drains
         if kills:
-            self.firing.stop_runs(lambda r: r.job in kills and r.fence < kills[r.job], "kill")
+            self.firing.stop_runs(lambda h: h.job in kills and h.fence < kills[h.job], "kill")
         if degraded and kill_degraded:
-            self.firing.stop_runs(lambda r: r.level in degraded, "degrade")
+            self.firing.stop_runs(lambda h: h.level in degraded, "degrade")
         for job, (trev, _req) in triggers.items():
             if ("trigger", job, trev) not in self._seen and (found := v.job(job)):
                 self._seen.add(("trigger", job, trev))
-                self._push_ranked("trigger", f"{job}|trigger|{trev}", found[0], now, int(now), found[1], extra=(trev,))
+                self._push_ranked(Task.TRIGGER, f"{job}|trigger|{trev}", found[0], now, int(now), found[1], extra=(trev,))
         for (job, ident), (brev, _req) in backfills.items():
             if ("backfill", job, ident, brev) not in self._seen and (found := v.job(job)):
                 self._seen.add(("backfill", job, ident, brev))
-                self._push_ranked("backfill", f"{job}|backfill|{ident}", found[0], now, 0, found[1], extra=(ident, brev))
+                self._push_ranked(Task.BACKFILL, f"{job}|backfill|{ident}", found[0], now, 0, found[1], extra=(ident, brev))
         if drained and not self._draining:
             self._draining = True
             log.info("node.drain_requested", node=self.node_id)
@@ -229,10 +259,16 @@ class Node:
 
     @staticmethod
     def _overdue(spec: JobSpec, now: float) -> bool:
-        """Has the job a firing inside its starting deadline before now? (One memoised step; the
-        catch-up task itself decides what of it to run.)"""
-        first = spec.next_after(int(max(now - spec.starting_deadline, spec.active_since)))
+        """May the job have a firing inside its starting deadline before now? (One memoised step; the
+        catch-up task itself decides what of it to run, see :meth:`overdue`.)"""
+        first = spec.next_after(int(max(now - spec.starting_deadline - spec.jitter, spec.active_since)))
         return first is not None and first <= now
+
+    def overdue(self, spec: JobSpec, now: float) -> list[int]:
+        """The job's firings whose start time (jitter included) has come, inside the starting deadline."""
+        start = max(now - spec.starting_deadline - spec.jitter, spec.active_since)
+        return [s for s in spec.firings(start, now, limit=100_000)
+                if now - spec.starting_deadline <= self.start_time(spec, s) <= now]
 
     def start_time(self, spec: JobSpec, slot: int) -> float:
         """When a firing's run starts: its instant plus the job's jitter (alike on every node)."""
@@ -245,19 +281,32 @@ class Node:
         return self.start_time(spec, slot) - ahead
 
     def schedule_start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
-        """A claimed firing: its run is handed to the pool at its start time."""
-        with self.firing.lock:
-            self.firing.pending.add((spec.name, slot))
-        self._push("start", self.start_time(spec, slot), spec.name, slot, 0, extra=(spec, fence, reason))
+        """A claimed firing: its run is handed to the pool at its start time (at once once we are
+        stopping: the timer is gone, and the run waits for its start time itself)."""
+        with self._lock:
+            if not self._starts_direct:
+                heapq.heappush(self._heap, _Entry(self.start_time(spec, slot), next(self._seq), Task.START, spec.name,
+                                                  slot, 0, extra=(spec, fence, reason)))
+                direct = False
+            else:
+                direct = True
+        if direct:
+            self.submit(self.firing.start, spec, slot, fence, reason, claimed=True)
         self._wake()
 
-    def _push(self, kind: str, due: float, job: str, slot: int, rev: int, claim: Claim | None = None,
+    def schedule_resolve(self, todo: list, tries: int, delay: float) -> None:
+        """Claims whose answer was lost: sent again after ``delay``."""
+        if todo:
+            self._push(Task.RESOLVE, self.clock.time() + delay, todo[0][1].job, todo[0][1].slot, 0, extra=(todo, tries))
+            self._wake()
+
+    def _push(self, kind: Task, due: float, job: str, slot: int, rev: int, claim: Claim | None = None,
               gen: int = 0, extra: tuple = ()) -> None:
         entry = _Entry(due, next(self._seq), kind, job, slot, rev, claim, gen, extra)
         with self._lock:
             heapq.heappush(self._heap, entry)
 
-    def _push_ranked(self, kind: str, key: str, spec: JobSpec, base: float, slot: int, rev: int,
+    def _push_ranked(self, kind: Task, key: str, spec: JobSpec, base: float, slot: int, rev: int,
                      claim: Claim | None = None, extra: tuple = ()) -> None:
         """Schedule a task at ``base + rank * takeover`` if this node serves the job at all."""
         order = self._order(spec, key)
@@ -265,13 +314,15 @@ class Node:
             self._push(kind, base + order.index(self.node_id) * self.cfg.takeover, spec.name, slot, rev, claim, extra=extra)
 
     def retry_claim_at_instant(self, spec: JobSpec, rev: int, slot: int) -> None:
-        self._push("check", self.start_time(spec, slot), spec.name, slot, rev)
+        self._push(Task.CHECK, self.start_time(spec, slot), spec.name, slot, rev)
         self._wake()
 
     def retry_recovery(self, c: Claim, delay: float) -> None:
+        if self.stopping.is_set():
+            return  # the others recover it
         found = self.view.job(c.job)
         if found is not None:
-            self._push_ranked("recover", f"{c.job}|{c.slot}|{c.attempt}", found[0], self.clock.time() + delay,
+            self._push_ranked(Task.RECOVER, f"{c.job}|{c.slot}|{c.attempt}", found[0], self.clock.time() + delay,
                               c.slot, found[1], claim=c)
 
     def _order(self, spec: JobSpec, key: str) -> list[str]:
@@ -311,44 +362,49 @@ class Node:
                 self.submit(self.firing.fire_batch, batch[i:i + BATCH])
 
     def _due(self, e: _Entry, batch: list) -> None:
-        if e.kind == "start":  # claimed: runs whatever happened to the job since
+        if e.kind is Task.START:  # claimed: runs whatever happened to the job since
             spec, fence, reason = e.extra
             self.submit(self.firing.start, spec, e.slot, fence, reason, claimed=True)
+            return
+        if e.kind is Task.RESOLVE:
+            self.submit(self.firing.resolve, *e.extra)
             return
         found = self.view.job(e.job)
         if found is None:
             return
         spec, rev = found
+        if e.kind is Task.CHECK:
+            # a change of the job since does not cancel a firing its new spec still has
+            if not spec.paused and spec.fires_at(e.slot) and not self.view.claimed(e.job, e.slot):
+                batch.append((spec, rev, e.slot))
+            return
         if rev != e.rev or spec.paused:
             return  # a newer spec has its own entries
-        if e.kind == "fire":
+        if e.kind is Task.FIRE:
             if self._gen.get(e.job) != e.gen:
                 return  # a superseded chain (the job was rescheduled)
             nxt = spec.next_after(e.slot)
             if nxt is not None:
-                self._push("fire", self._claim_time(spec, int(nxt)), e.job, int(nxt), rev, gen=e.gen)
+                self._push(Task.FIRE, self._claim_time(spec, int(nxt)), e.job, int(nxt), rev, gen=e.gen)
             order = self._order(spec, f"{e.job}|{e.slot}")
             if self.node_id in order:
                 r = order.index(self.node_id)
                 if r == 0:
                     batch.append((spec, rev, e.slot))
                 else:
-                    self._push("check", self.start_time(spec, e.slot) + r * self.cfg.takeover, e.job, e.slot, rev)
-        elif e.kind == "check":
-            if not self.view.claimed(e.job, e.slot):
-                batch.append((spec, rev, e.slot))
-        elif e.kind == "recover":
+                    self._push(Task.CHECK, self.start_time(spec, e.slot) + r * self.cfg.takeover, e.job, e.slot, rev)
+        elif e.kind is Task.RECOVER:
             c = self.view.claims.get((e.job, e.slot))
-            if c is not None and c.running and c.mod_revision == e.claim.mod_revision \
+            if c is not None and c.unfinished and c.mod_revision == e.claim.mod_revision \
                     and (e.job, e.slot) not in self.view.running:
                 self.submit(self.firing.recover, spec, rev, c)
-        elif e.kind == "catchup":
+        elif e.kind is Task.CATCHUP:
             self.submit(self.firing.catch_up, spec, rev, float(e.slot))
-        elif e.kind == "trigger":
+        elif e.kind is Task.TRIGGER:
             trig = self.view.triggers.get(e.job)
             if trig and trig[0] == e.extra[0]:
                 self.submit(self.firing.trigger, spec, rev, trig[0], trig[1])
-        elif e.kind == "backfill":
+        elif e.kind is Task.BACKFILL:
             req = self.view.backfills.get((e.job, e.extra[0]))
             if req and req[0] == e.extra[1]:
                 self.submit(self.firing.backfill, spec, rev, e.extra[0], req[0], req[1])
@@ -357,14 +413,10 @@ class Node:
         """Queue work on the pool; once stopping, only the runs of firings already claimed."""
         if self.stopping.is_set() and not claimed:
             return
-        fut = self.pool.submit(fn, *args)
-        with self._lock:
-            self._inflight.add(fut)
-        fut.add_done_callback(self._done)
+        self.pool.submit(fn, *args).add_done_callback(self._done)
 
-    def _done(self, fut: Future) -> None:
-        with self._lock:
-            self._inflight.discard(fut)
+    @staticmethod
+    def _done(fut: Future) -> None:
         exc = fut.exception() if not fut.cancelled() else None
         if exc is not None:
             log.error("worker.failed", error=repr(exc)[:300])

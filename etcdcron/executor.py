@@ -60,6 +60,25 @@ class RunResult:
     ended: float
 
 
+class Cancel(threading.Event):
+    """Stops a run when set: the process group gets SIGTERM, then SIGKILL after ``grace`` seconds
+    (at once when ``grace`` is 0). ``reason`` says who asked (kill, replace, shutdown, lease_lost…)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ""
+        self.grace = KILL_GRACE
+
+    def stop(self, reason: str, grace: float = KILL_GRACE) -> bool:
+        """Ask the run to stop; False if it was asked already (a harder ask still shortens the grace)."""
+        first = not self.is_set()
+        if first:
+            self.reason = reason
+        self.grace = min(self.grace, grace)
+        self.set()
+        return first
+
+
 def _tail(data: bytes) -> str:
     return data[-OUTPUT_TAIL:].decode(errors="replace")
 
@@ -123,7 +142,7 @@ def _run_shell(spec: JobSpec, ctx: RunContext, cancel: threading.Event) -> tuple
         elif deadline is not None and time.monotonic() >= deadline:
             outcome = "timeout"
     if outcome:
-        _stop_group(proc)
+        _stop_group(proc, cancel.grace if outcome == "killed" and isinstance(cancel, Cancel) else KILL_GRACE)
     code = proc.wait()
     # The group may still hold children that outlived the shell: they go with it.
     _killpg(proc, signal.SIGKILL)
@@ -134,12 +153,15 @@ def _run_shell(spec: JobSpec, ctx: RunContext, cancel: threading.Event) -> tuple
     return ("succeeded" if code == 0 else "failed"), code, out
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
-    _killpg(proc, signal.SIGTERM)
-    try:
-        proc.wait(timeout=KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        _killpg(proc, signal.SIGKILL)
+def _stop_group(proc: subprocess.Popen, grace: float = KILL_GRACE) -> None:
+    if grace > 0:
+        _killpg(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    _killpg(proc, signal.SIGKILL)
 
 
 def _run_http(spec: JobSpec, ctx: RunContext) -> tuple[str, int | None, str]:

@@ -1,6 +1,23 @@
 """The firing path, on worker threads: claim under the job's policies, run with retries, complete.
 
-Also the multi-firing tasks: catch-up after downtime, backfill of a past range, manual triggers.
+One owner for what this node holds: :class:`Local`, a table of :class:`Held` firings keyed by
+(job, slot). A firing enters it *before* its claim is sent and leaves it only when its outcome is
+known (acknowledged, fenced out, or given up), so no two paths on one node ever run one firing, and
+the sweep that adopts orphaned claims (answers lost) never races the path that made them::
+
+                      claim sent                 ours (CLAIMED / RESOLVED)
+    (absent) ──────────▶ CLAIMING ───────────────────────────▶ CLAIMED ──start time──▶ RUNNING
+       ▲                   │  ▲ │ answer lost                     │                     │ run ended
+       │  taken, skipped,  │  │ ▼                                 │ cancelled before    ▼
+       ├──── changed … ────┘  UNRESOLVED ─(sent again until       │ it started     COMPLETING
+       │                      known or past the deadline)          │                 │  ▲ answer lost:
+       │                                                           ▼                 │  └ sent again
+       └─────────────── outcome acknowledged / fenced out / dropped ◀────────────────┘
+
+Stopping a held firing (kill, replace, degrade --kill, shutdown at grace expiry, lease lost) sets
+its :class:`~etcdcron.executor.Cancel`. A run stopped by its node's shutdown is recorded
+``interrupted`` and run again elsewhere, like a run whose node died (DESIGN §4.4, §4.6).
+
 Everything that decides is a compare-and-swap (see :mod:`etcdcron.claims`); what a node believes
 from its view only decides what to *try*.
 """
@@ -8,17 +25,17 @@ from its view only decides what to *try*.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import structlog
 
 from . import store as st
-from .claims import NON_RUNS, Claim, ClaimRequest, unit_hash
+from .claims import Claim, ClaimRequest, Outcome, unit_hash
 from .errors import StoreError
-from .executor import KILL_GRACE, RunContext, run_job
+from .executor import KILL_GRACE, Cancel, RunContext, RunResult, run_job
 from .jobs import JobSpec
+from .states import NON_RUNS, Phase, State, Why
 
 if TYPE_CHECKING:
     from .daemon import Node
@@ -28,18 +45,66 @@ log = structlog.get_logger("etcdcron.firing")
 MAX_BACKOFF = 300.0
 LATE = 1.0  # a scheduled run starting later than this is logged as a warning
 BLOCKED_WAIT = 3600.0  # how long a catch-up or backfill firing waits for a running run to end
+RESOLVE_BACKOFF = (0.2, 0.5, 1.0)  # re-sending a claim whose answer was lost (then every second)
+MIN_RESOLVE_WINDOW = 30.0  # a claim for a past firing (backfill, trigger) is re-sent at least this long
 
 
-@dataclass
-class LocalRun:
-    """A run on this node, so that kill, replace and degrade --kill can stop it."""
+@dataclass(eq=False)
+class Held:
+    """A firing this node holds, from its claim being sent until its outcome is known."""
 
     job: str
     slot: int
     level: int
-    fence: int
-    cancel: threading.Event = field(default_factory=threading.Event)
-    reason: str = ""
+    lease: int  # the lease the claim was (or is being) made on
+    phase: Phase = Phase.CLAIMING
+    fence: int = 0  # the claim's revision (a retry raises it)
+    run_fence: int = 0  # create revision of our running key
+    cancel: Cancel = field(default_factory=Cancel)
+    unacked: tuple | None = None  # a completion whose answer was lost: its arguments, to send again
+
+
+class Local:
+    """The firings this node holds (see the module's diagram). Every transition goes through here."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, int], Held] = {}
+        self._cond = threading.Condition()
+
+    def enter(self, job: str, slot: int, level: int, lease: int) -> Held | None:
+        """Start holding a firing (before claiming it); None if this node holds it already."""
+        with self._cond:
+            if (job, slot) in self._held:
+                return None
+            held = self._held[(job, slot)] = Held(job, slot, level, lease)
+            return held
+
+    def get(self, job: str, slot: int) -> Held | None:
+        with self._cond:
+            return self._held.get((job, slot))
+
+    def known(self, job: str, slot: int) -> bool:
+        with self._cond:
+            return (job, slot) in self._held
+
+    def leave(self, held: Held) -> None:
+        with self._cond:
+            if self._held.get((held.job, held.slot)) is held:
+                del self._held[(held.job, held.slot)]
+            self._cond.notify_all()
+
+    def select(self, match: Callable[[Held], bool] = lambda h: True) -> list[Held]:
+        with self._cond:
+            return [h for h in self._held.values() if match(h)]
+
+    def wait_empty(self, timeout: float, ignore: frozenset = frozenset({Phase.UNRESOLVED})) -> bool:
+        """Wait until nothing is held (but ``ignore``'s phases); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: all(h.phase in ignore for h in self._held.values()), timeout)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._held)
 
 
 class Firing:
@@ -47,64 +112,76 @@ class Firing:
         self.node = node
         self.claims = node.claims
         self.view = node.view
-        self.runs: dict[tuple[str, int], LocalRun] = {}
-        self.lock = threading.Lock()
-        # firings this node holds a claim on but has no LocalRun for (yet, or any more): claimed and
-        # waiting for their instant, or run and waiting for their completion to be acknowledged
-        self.pending: set[tuple[str, int]] = set()
-        self.unacked: dict[tuple[str, int], tuple] = {}  # completions whose answer was lost -> their args
+        self.local = Local()
 
     # --- stopping runs
-    def stop_runs(self, match, reason: str) -> int:
-        """Cancel every local run for which ``match(run)`` is true."""
+    def stop_runs(self, match: Callable[[Held], bool], reason: str, grace: float = KILL_GRACE) -> int:
+        """Stop every held firing (claimed or running) for which ``match(held)`` is true."""
         n = 0
-        with self.lock:
-            runs = list(self.runs.values())
-        for run in runs:
-            if not run.cancel.is_set() and match(run):
-                run.reason = reason
-                run.cancel.set()
+        for held in self.local.select(lambda h: h.phase in (Phase.CLAIMED, Phase.RUNNING)):
+            if match(held) and held.cancel.stop(reason, grace):
                 n += 1
-                log.info("run.stopping", job=run.job, slot=run.slot, fence=run.fence, reason=reason)
+                log.info("run.stopping", job=held.job, slot=held.slot, fence=held.fence, reason=reason)
         return n
 
-    # --- one firing
+    def deadline(self, spec: JobSpec, slot: int) -> float:
+        """Until when a claim of the firing is worth re-sending: its starting deadline, from its start time."""
+        return self.node.start_time(spec, slot) + spec.starting_deadline
+
+    # --- one firing, claimed alone (catch-up, triggers, backfills)
     def fire(self, spec: JobSpec, rev: int, slot: int, reason: str = "schedule", over: Claim | None = None,
              wait_blocked: bool = False, extra_cmp=(), extra_ops=()) -> str:
         """Try to run one firing; returns what happened (ran, taken, skipped, degraded, …)."""
         node = self.node
+        # a catch-up, trigger or backfill firing may be past its own deadline already: give it a while
+        until = max(self.deadline(spec, slot), node.clock.time() + MIN_RESOLVE_WINDOW)
+        tries = 0
         while True:
             if not node.can_claim():
                 return "not-claiming"
             if spec.level in self.view.degraded():
-                if self.claims.record(spec.name, slot, "degraded", level=spec.level):
+                if self._record(spec.name, slot, State.DEGRADED, level=spec.level):
                     log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
                 return "degraded"
             if self.view.exhausted(spec):
-                return "exhausted"
+                return Why.EXHAUSTED
+            held = self.local.enter(spec.name, slot, spec.level, node.session.lease)
+            if held is None:
+                return "held"
             try:
-                out = self.claims.claim(spec.name, slot, rev, node.session.lease, node.clock.time(),
+                out = self.claims.claim(spec.name, slot, rev, held.lease, node.clock.time(),
                                         concurrency=spec.concurrency, max_runs=spec.max_runs, over=over,
                                         reason=reason, extra_cmp=extra_cmp, extra_ops=extra_ops)
             except StoreError as exc:
-                log.warning("firing.claim_failed", job=spec.name, slot=slot, error=str(exc)[:200])
-                return "error"
-            if out.why == "blocked" and wait_blocked:
+                # the claim may have committed: send it again until we know (DESIGN §4.8)
+                self.local.leave(held)
+                if node.clock.time() > until:
+                    log.warning("firing.unresolved", job=spec.name, slot=slot, error=str(exc)[:200],
+                                then="given up: past its deadline")
+                    return "error"
+                log.info("firing.claim_unresolved", job=spec.name, slot=slot, error=str(exc)[:200])
+                node.stopping.wait(RESOLVE_BACKOFF[min(tries, len(RESOLVE_BACKOFF) - 1)])
+                tries += 1
+                continue
+            if out.why == Why.BLOCKED and wait_blocked:
+                self.local.leave(held)
                 if not node.wait_view(lambda: not self.view.running_of(spec.name), BLOCKED_WAIT):
                     return "blocked"
                 continue
             break
-        if out.why == "blocked":
+        if out.why == Why.BLOCKED:
+            self.local.leave(held)
             self._skip(spec, slot)
-            return "skipped"
+            return State.SKIPPED
         if not out:
+            self.local.leave(held)
             return out.why
-        self.node.stats["claimed"] += 1
-        with self.lock:
-            self.pending.add((spec.name, slot))
-        self.start(spec, slot, out.fence, reason)
+        node.stats["claimed"] += 1
+        self._claimed(held, out)
+        self.start(spec, slot, out.fence, reason, run_fence=out.run_fence)
         return "ran"
 
+    # --- the firings due at one instant, claimed together
     def fire_batch(self, items: list[tuple[JobSpec, int, int]]) -> None:
         """The firings due at one instant that this node owns: claimed in one round trip, then run
         on the worker pool."""
@@ -112,208 +189,314 @@ class Firing:
         if not node.can_claim():
             return
         degraded = self.view.degraded()
-        todo: list[tuple[JobSpec, ClaimRequest]] = []
+        todo: list[tuple[JobSpec, ClaimRequest, Held]] = []
         for spec, rev, slot in items:
             if spec.level in degraded:
-                if self.claims.record(spec.name, slot, "degraded", level=spec.level):
+                if self._record(spec.name, slot, State.DEGRADED, level=spec.level):
                     log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
             elif not self.view.exhausted(spec):
-                todo.append((spec, ClaimRequest(spec.name, slot, rev, spec.concurrency, spec.max_runs)))
+                held = self.local.enter(spec.name, slot, spec.level, node.session.lease)
+                if held is not None:
+                    todo.append((spec, ClaimRequest(spec.name, slot, rev, spec.concurrency, spec.max_runs), held))
+        self._claim_batch(todo, 0)
+
+    def resolve(self, todo: list[tuple[JobSpec, ClaimRequest, Held]], tries: int) -> None:
+        """Send again the claims whose answer was lost, until each is known or past its deadline."""
+        now, keep = self.node.clock.time(), []
+        for spec, req, held in todo:
+            if not self.node.can_claim() or now > self.deadline(spec, req.slot):
+                self.local.leave(held)  # if it had committed, the sweep adopts it (or its lease dies with us)
+                log.warning("firing.unresolved", job=req.job, slot=req.slot, then="given up")
+            else:
+                keep.append((spec, req, held))
+        self._claim_batch(keep, tries)
+
+    def _claim_batch(self, todo: list[tuple[JobSpec, ClaimRequest, Held]], tries: int) -> None:
         if not todo:
             return
+        node = self.node
+        lease = node.session.lease
+        for _, _, held in todo:
+            held.lease, held.phase = lease, Phase.CLAIMING
         try:
-            outs = self.claims.claim_many([r for _, r in todo], node.session.lease, node.clock.time())
+            outs = self.claims.claim_many([r for _, r, _ in todo], lease, node.clock.time())
         except StoreError as exc:
-            log.warning("firing.claim_failed", firings=len(todo), error=str(exc)[:200])
+            for _, _, held in todo:
+                held.phase = Phase.UNRESOLVED
+            delay = RESOLVE_BACKOFF[min(tries, len(RESOLVE_BACKOFF) - 1)]
+            log.warning("firing.claim_unresolved", firings=len(todo), error=str(exc)[:200], retry_in=delay)
+            node.schedule_resolve(todo, tries + 1, delay)
             return
-        now = node.clock.time()
-        for (spec, req), out in zip(todo, outs):
-            if out.why == "blocked" and now < req.slot:
+        now, changed = node.clock.time(), []
+        for (spec, req, held), out in zip(todo, outs):
+            if out.why == Why.BLOCKED and now < req.slot:
+                self.local.leave(held)
                 node.retry_claim_at_instant(spec, req.job_rev, req.slot)  # the run in the way may end in time
-            elif out.why == "blocked":
+            elif out.why == Why.BLOCKED:
+                self.local.leave(held)
                 self._skip(spec, req.slot)
             elif out:
                 node.stats["claimed"] += 1
+                if out.why == Why.RESOLVED:
+                    log.info("firing.claim_resolved", job=req.job, slot=req.slot, fence=out.fence)
+                self._claimed(held, out)
                 node.schedule_start(spec, req.slot, out.fence, "schedule")
+            else:
+                self.local.leave(held)
+                if out.why == Why.CHANGED and (again := self._still_due(out, req.slot)) is not None:
+                    changed.append((again, out.current.mod_revision, req.slot))
+        if changed:  # the job changed under us and still fires at this instant: claim it as it is now
+            self.fire_batch(changed)
+
+    def _still_due(self, out: Outcome, slot: int) -> JobSpec | None:
+        if out.current is None:
+            return None
+        try:
+            spec = JobSpec.from_json(out.current.value)
+        except Exception:  # noqa: BLE001 - a bad value is the view's to report
+            return None
+        ok = not spec.paused and spec.level in self.node.cfg.levels and spec.fires_at(slot)
+        return spec if ok else None
+
+    @staticmethod
+    def _claimed(held: Held, out: Outcome) -> None:
+        held.phase, held.fence, held.run_fence = Phase.CLAIMED, out.fence, out.run_fence or out.fence
+
+    def _record(self, job: str, slot: int, state: State, **extra) -> bool:
+        try:
+            return self.claims.record(job, slot, state, **extra)
+        except StoreError as exc:  # the leader records it `missed` if nothing else does
+            log.warning("firing.record_failed", job=job, slot=slot, state=state, error=str(exc)[:200])
+            return False
 
     def _skip(self, spec: JobSpec, slot: int) -> None:
         busy = self.view.running_of(spec.name)
-        if self.claims.record(spec.name, slot, "skipped", reason="forbid", running=busy[:3]):
+        if self._record(spec.name, slot, State.SKIPPED, reason="forbid", running=busy[:3]):
             log.info("firing.skipped", job=spec.name, slot=slot, reason="previous run still running", running=busy[:3])
 
-    def start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
+    def start(self, spec: JobSpec, slot: int, fence: int, reason: str, run_fence: int | None = None) -> None:
         if spec.concurrency == "replace":
             # the claim told older runs to stop; start once they are gone (or their grace is over)
             self.node.wait_view(lambda: not [s for s in self.view.running_of(spec.name) if s != slot], KILL_GRACE + 2)
-        self.run(spec, slot, fence, 1, reason)
+        self.run(spec, slot, fence, 1, reason, run_fence=run_fence)
 
+    # --- lost runs
     def recover(self, spec: JobSpec, rev: int, old: Claim) -> None:
         node = self.node
+        if node.stopping.is_set():
+            return  # the others recover it
+        held = self.local.enter(old.job, old.slot, spec.level, node.session.lease)
+        if held is None:
+            return
         if not node.can_claim():
+            self.local.leave(held)
+            node.retry_recovery(old, delay=1.0)
             return
         skip = spec.on_node_loss == "skip"
         try:
-            out = self.claims.recover(old, rev, node.session.lease, node.clock.time(), skip,
+            out = self.claims.recover(old, rev, held.lease, node.clock.time(), skip,
                                       forbid=spec.concurrency == "forbid")
         except StoreError as exc:
-            log.warning("firing.recover_failed", job=old.job, slot=old.slot, error=str(exc)[:200])
+            self.local.leave(held)
+            log.warning("firing.recover_failed", job=old.job, slot=old.slot, error=str(exc)[:200], then="retried")
+            node.retry_recovery(old, delay=1.0)  # a recovery that committed is found by the retry (RESOLVED)
             return
-        if out.why == "blocked":
+        if out.why == Why.BLOCKED:
+            self.local.leave(held)
             node.retry_recovery(old, delay=1.0)  # at-least-once, but never beside a live run under forbid
             return
-        if not out:
+        if not out or skip:
+            self.local.leave(held)
+            if out and skip:
+                node.stats["recovered"] += 1
+                log.info("firing.lost", job=old.job, slot=old.slot, prev_node=old.node, prev_fence=old.fence)
             return
         node.stats["recovered"] += 1
-        if not skip:
-            with self.lock:
-                self.pending.add((old.job, old.slot))
-        if skip:
-            log.info("firing.lost", job=old.job, slot=old.slot, prev_node=old.node, prev_fence=old.fence)
-            return
+        self._claimed(held, out)
         log.info("firing.recovered", job=old.job, slot=old.slot, attempt=old.attempt + 1, fence=out.fence,
                  prev_node=old.node, prev_fence=old.fence)
         self.run(spec, old.slot, out.fence, old.attempt + 1, "recovery",
                  extra={"prev_fence": old.fence, "prev_node": old.node})
 
+    # --- running a held firing
+    def _may_start(self, spec: JobSpec, held: Held) -> str | None:
+        """Why a claimed firing must not start now (checked just before it does), or None."""
+        session = self.node.session
+        if held.lease != session.lease or not session.valid():
+            return "lease"  # its running key dies with that lease; another node recovers it
+        if not session.clock_trusted() and not session.verify_clock():
+            return "clock"
+        return None
+
     def run(self, spec: JobSpec, slot: int, fence: int, attempt: int, reason: str = "schedule",
             extra: dict | None = None, run_fence: int | None = None) -> None:
-        """Run (and retry) a claimed firing, then record its outcome under our fence."""
+        """Run (and retry) a held firing, then record its outcome under our fence."""
         node = self.node
+        held = self.local.get(spec.name, slot)
+        if held is None:
+            log.error("firing.not_held", job=spec.name, slot=slot, fence=fence)
+            return
         run_fence = run_fence or fence
-        local = LocalRun(spec.name, slot, spec.level, fence)
-        with self.lock:
-            self.runs[(spec.name, slot)] = local
-            self.pending.add((spec.name, slot))  # until its completion is acknowledged
+        held.phase, held.fence, held.run_fence = Phase.RUNNING, fence, run_fence
+        # Never early, jitter included: our claim may have been quick, or made ahead of the instant.
+        start_at = node.start_time(spec, slot)
+        while (wait := start_at - node.clock.time()) > 0 and not held.cancel.wait(wait):
+            pass
+        if node.view.kills.get(spec.name, 0) > fence:  # a kill that arrived between our claim and now
+            held.cancel.stop("kill")
         tries: list[dict] = []
+        result: RunResult | None = None
+        if not held.cancel.is_set() and (why_not := self._may_start(spec, held)):
+            log.warning("firing.not_started", job=spec.name, slot=slot, fence=fence, reason=why_not)
+            if why_not == "lease":
+                self.local.leave(held)
+                return
+            held.cancel.stop("clock")
         retries_left = spec.retries
-        try:
-            # Never early: our claim may have been quick, the instant may not have come by our clock.
-            while (wait := slot - node.clock.time()) > 0:
-                time.sleep(wait)
-            killed_before = self.view.kills.get(spec.name, 0)
-            if killed_before > fence:  # a kill that arrived between our claim and now
-                local.cancel.set()
-            while True:
-                ctx = RunContext(spec.name, slot, node.node_id, local.fence, attempt, dict(spec.args), node.cfg.mongo)
-                lag = node.clock.time() - slot
-                if lag > LATE and reason == "schedule":
-                    log.warning("firing.late", job=spec.name, slot=slot, lag_ms=round(lag * 1000),
-                                note="this node is behind: more workers or more nodes")
-                log.debug("firing.started", job=spec.name, slot=slot, fence=local.fence, attempt=attempt,
-                          lag_ms=round(lag * 1000, 1))
-                result = run_job(spec, ctx, local.cancel)
-                node.stats["ran"] += 1
-                tries.append({"attempt": attempt, "fence": local.fence, "state": result.state, "exit_code": result.exit_code,
-                              "started": result.started, "ended": result.ended})
-                if result.state not in ("failed", "timeout") or retries_left <= 0 or local.cancel.is_set():
-                    break
-                delay = min(MAX_BACKOFF, spec.retry_delay * 2 ** (len(tries) - 1))
-                delay *= 0.5 + 0.5 * unit_hash(f"{spec.name}|{slot}|{attempt}")  # jitter, alike on every node
-                log.info("firing.retrying", job=spec.name, slot=slot, attempt=attempt + 1, delay=round(delay, 2),
-                         after=result.state)
-                if local.cancel.wait(delay) or node.stopping.is_set():
-                    break
-                new_fence = self.claims.retry(spec.name, slot, local.fence, run_fence, attempt + 1, node.clock.time(), tries)
-                if new_fence is None:
-                    log.warning("firing.fenced_out", job=spec.name, slot=slot, fence=local.fence, when="retry")
-                    node.stats["fenced_out"] += 1
-                    with self.lock:
-                        self.pending.discard((spec.name, slot))
-                    return
-                local.fence, attempt, retries_left = new_fence, attempt + 1, retries_left - 1
-        finally:
-            with self.lock:
-                self.runs.pop((spec.name, slot), None)
-        state = result.state
-        record = {"state": state, "attempt": attempt, "started": tries[0]["started"], "ended": result.ended,
-                  "exit_code": result.exit_code, "output": result.output, "reason": reason, **(extra or {})}
-        if state == "killed":
-            record["killed_by"] = local.reason
+        while not held.cancel.is_set():
+            ctx = RunContext(spec.name, slot, node.node_id, held.fence, attempt, dict(spec.args), node.cfg.mongo)
+            lag = node.clock.time() - slot
+            if lag > LATE and reason == "schedule":
+                log.warning("firing.late", job=spec.name, slot=slot, lag_ms=round(lag * 1000),
+                            note="this node is behind: more workers or more nodes")
+            log.debug("firing.started", job=spec.name, slot=slot, fence=held.fence, attempt=attempt,
+                      lag_ms=round(lag * 1000, 1))
+            result = run_job(spec, ctx, held.cancel)
+            node.stats["ran"] += 1
+            tries.append({"attempt": attempt, "fence": held.fence, "state": result.state, "exit_code": result.exit_code,
+                          "started": result.started, "ended": result.ended})
+            if result.state not in ("failed", "timeout") or retries_left <= 0 or held.cancel.is_set():
+                break
+            delay = min(MAX_BACKOFF, spec.retry_delay * 2 ** (len(tries) - 1))
+            delay *= 0.5 + 0.5 * unit_hash(f"{spec.name}|{slot}|{attempt}")  # jitter, alike on every node
+            log.info("firing.retrying", job=spec.name, slot=slot, attempt=attempt + 1, delay=round(delay, 2),
+                     after=result.state)
+            if held.cancel.wait(delay) or node.stopping.is_set():
+                break
+            new_fence = self._retry(spec, slot, held, attempt + 1, tries)
+            if new_fence is None:
+                log.warning("firing.fenced_out", job=spec.name, slot=slot, fence=held.fence, when="retry")
+                node.stats["fenced_out"] += 1
+                self.local.leave(held)
+                return
+            held.fence, attempt, retries_left = new_fence, attempt + 1, retries_left - 1
+        if result is None:  # stopped before it started
+            now = node.clock.time()
+            result = RunResult("killed", None, f"stopped before it started ({held.cancel.reason})", now, now)
+        state = State(result.state)
+        if state == State.KILLED and held.cancel.reason in ("shutdown", "clock"):
+            state = State.INTERRUPTED  # not the job's doing: it runs again elsewhere (or is recorded lost)
+        record = {"state": state, "attempt": attempt, "started": tries[0]["started"] if tries else result.started,
+                  "ended": result.ended, "exit_code": result.exit_code, "output": result.output, "reason": reason,
+                  **(extra or {})}
+        if state in (State.KILLED, State.INTERRUPTED):
+            record["killed_by"] = held.cancel.reason
         if len(tries) > 1:
             record["tries"] = tries
-        fence, lag = local.fence, tries[0]["started"] - slot
-        seconds = round(result.ended - result.started, 3)
+        self._complete(held, spec, record, round(result.ended - result.started, 3), result.started - slot)
 
-        args = (spec.name, slot, fence, record, run_fence)
+    def _retry(self, spec: JobSpec, slot: int, held: Held, attempt: int, tries: list[dict]) -> int | None:
+        """Re-claim our firing for the next attempt, re-sent until its answer is known (a lost answer
+        must not leave the firing half-retried: the sweep would run the old attempt again)."""
+        node, n = self.node, 0
+        while True:
+            try:
+                return self.claims.retry(spec.name, slot, held.fence, held.run_fence, attempt, node.clock.time(), tries)
+            except StoreError as exc:
+                if held.lease != node.session.lease or node.stopping.is_set():
+                    return None  # our running key dies with the lease; another node recovers the firing
+                log.info("firing.retry_unresolved", job=spec.name, slot=slot, error=str(exc)[:200])
+                node.stopping.wait(RESOLVE_BACKOFF[min(n, len(RESOLVE_BACKOFF) - 1)])
+                n += 1
+
+    def _complete(self, held: Held, spec: JobSpec, record: dict, seconds: float, lag: float) -> None:
+        node = self.node
+        held.phase = Phase.COMPLETING
+        args = (held.job, held.slot, held.fence, record, held.run_fence)
 
         def completed(fut) -> None:
             exc = fut.exception()
-            with self.lock:
-                if exc is None:
-                    self.pending.discard((spec.name, slot))
-                    self.unacked.pop((spec.name, slot), None)
-                else:  # the outcome is unknown: the sweep sends it again (see adopt_orphans)
-                    self.unacked[(spec.name, slot)] = args
-            if exc is not None:
-                log.warning("firing.complete_failed", job=spec.name, slot=slot, fence=fence, error=str(exc)[:200],
-                            then="retried by the next sweep")
-            elif fut.result():
-                log.info("firing.finished", job=spec.name, slot=slot, fence=fence, state=state, attempt=attempt,
-                         exit_code=result.exit_code, seconds=seconds, lag_ms=round(lag * 1000, 1))
+            if exc is not None:  # the outcome is unknown: the sweep sends it again (see adopt_orphans)
+                held.unacked = args
+                log.warning("firing.complete_failed", job=held.job, slot=held.slot, fence=held.fence,
+                            error=str(exc)[:200], then="retried by the next sweep")
+                return
+            self.local.leave(held)
+            if fut.result():
+                log.info("firing.finished", job=held.job, slot=held.slot, fence=held.fence, state=record["state"],
+                         attempt=record["attempt"], exit_code=record["exit_code"], seconds=seconds,
+                         lag_ms=round(lag * 1000, 1))
             else:
                 node.stats["fenced_out"] += 1
-                log.warning("firing.fenced_out", job=spec.name, slot=slot, fence=fence,
+                log.warning("firing.fenced_out", job=held.job, slot=held.slot, fence=held.fence,
                             reason="the claim is no longer ours (lease expired or taken over)")
 
-        self.claims.complete_async(*args[:4], run_fence=run_fence).add_done_callback(completed)
+        self.claims.complete_async(*args[:4], run_fence=held.run_fence).add_done_callback(completed)
 
-    def adopt_orphans(self, min_age: float = 3.0) -> int:
-        """Resolve claims whose transaction's answer was lost.
+    def adopt_orphans(self) -> int:
+        """Resolve what lost answers left behind.
 
-        A claim or completion that failed with a transport error may have committed all the same. A
-        claim that did leaves a record saying `running` on our live lease that no local run knows:
-        we run it now (late, but not silently missed). A completion whose answer was lost is sent
-        again; if the first one had committed, the record already carries our outcome and fence."""
+        A completion whose answer was lost is sent again (if the first had committed, this one is
+        refused and the record already carries our outcome). A claim on our live lease that this
+        node does not hold — a claim given up as unresolved that had committed after all — is
+        confirmed against etcd (the view may lag a completion of ours) and run now: late, but not
+        silently missed."""
         node, view = self.node, self.view
         lease = node.session.lease
+        self.resend_unacked()
         if not node.can_claim() or not lease:
             return 0
-        with self.lock:
-            unacked = list(self.unacked.items())
-        for (job, slot), (name, s, fence, record, run_fence) in unacked:
-            c = view.claims.get((job, slot))
-            if c is not None and not c.running and c.data.get("fence") == fence:
-                with self.lock:  # it had committed
-                    self.unacked.pop((job, slot), None)
-                    self.pending.discard((job, slot))
-                continue
-            fut = self.claims.complete_async(name, s, fence, record, run_fence=run_fence)
-            try:
-                ok = fut.result(timeout=10)
-            except Exception:  # noqa: BLE001 - still unknown: next sweep
-                continue
-            with self.lock:
-                self.unacked.pop((job, slot), None)
-                self.pending.discard((job, slot))
-            if not ok:
-                log.warning("firing.fenced_out", job=job, slot=slot, fence=fence, when="completion retry")
         adopted = 0
-        now = node.clock.time()
-        for job, slot, run_fence in view.runs_on_lease(lease):
-            c = view.claims.get((job, slot))
-            with self.lock:
-                known = (job, slot) in self.runs or (job, slot) in self.pending
-            if known or c is None or not c.running or c.node != node.node_id:
-                continue
-            if now - float(c.data.get("started", now)) < min_age:
-                continue  # a claim in flight on the normal path: give it time
+        for job, slot, _ in view.runs_on_lease(lease):
             found = view.job(job)
-            if found is None:
+            if found is None or self.local.known(job, slot):
+                continue
+            try:
+                res = node.store.txn([], [], [st.get(node.keys.claim(job, slot)), st.get(node.keys.running(job, slot))])
+            except StoreError:
+                continue
+            claim_kv, run_kv = res.ranges
+            if not claim_kv or not run_kv or run_kv[0].lease != lease:
+                continue
+            c = Claim.parse(job, slot, claim_kv[0].value, claim_kv[0].mod_revision)
+            if not c.running or c.node != node.node_id:
+                continue
+            held = self.local.enter(job, slot, found[0].level, lease)
+            if held is None:
                 continue
             adopted += 1
             log.warning("firing.adopted", job=job, slot=slot, fence=c.mod_revision,
                         reason="our claim committed although its answer was lost")
-            with self.lock:
-                self.pending.add((job, slot))
-            node.submit(self.run, found[0], slot, c.mod_revision, c.attempt, "adopted",
-                        {"adopted": True}, run_fence, claimed=True)
+            self._claimed(held, Outcome(c.mod_revision, Why.RESOLVED, run_fence=run_kv[0].create_revision))
+            node.submit(self.run, found[0], slot, c.mod_revision, max(c.attempt, 1), "adopted",
+                        {"adopted": True}, run_kv[0].create_revision, claimed=True)
         return adopted
+
+    def resend_unacked(self) -> None:
+        """Send again each completion whose answer was lost (if the first had committed, the record
+        already carries our outcome)."""
+        view = self.view
+        for held in self.local.select(lambda h: h.unacked is not None):
+            args, held.unacked = held.unacked, None
+            c = view.claims.get((held.job, held.slot))
+            if c is not None and not c.unfinished and c.data.get("fence") == held.fence:
+                self.local.leave(held)  # it had committed
+                continue
+            self.claims.complete_async(*args[:4], run_fence=args[4]).add_done_callback(
+                lambda fut, h=held, a=args: self._resent(fut, h, a))
+
+    def _resent(self, fut, held: Held, args: tuple) -> None:
+        if fut.exception() is not None:
+            held.unacked = args
+            return
+        self.local.leave(held)
+        if not fut.result():
+            log.warning("firing.fenced_out", job=held.job, slot=held.slot, fence=held.fence, when="completion retry")
 
     # --- tasks over several firings
     def catch_up(self, spec: JobSpec, rev: int, now: float) -> None:
         """After (re)start: firings inside the starting deadline that nobody claimed, per --catchup."""
-        start = max(now - spec.starting_deadline, spec.active_since)
-        due = [s for s in spec.firings(start, now, limit=100_000) if not self.view.claimed(spec.name, s)]
+        due = [s for s in self.node.overdue(spec, now) if not self.view.claimed(spec.name, s)]
         if not due:
             return
         if spec.catchup == "none":
@@ -323,23 +506,38 @@ class Firing:
         else:
             run = due[-spec.catchup_cap:]
         for slot in due:
-            if slot not in run and self.claims.record(spec.name, slot, "missed", reason=f"catchup {spec.catchup}"):
+            if slot not in run and self._record(spec.name, slot, State.MISSED, reason=f"catchup {spec.catchup}"):
                 log.info("firing.missed", job=spec.name, slot=slot, reason=f"catch-up policy {spec.catchup}")
         for slot in run:  # oldest first, one after the other
             if not self.view.claimed(spec.name, slot):
                 self.fire(spec, rev, slot, reason="catchup", wait_blocked=True)
 
     def backfill(self, spec: JobSpec, rev: int, ident: str, req_rev: int, req: dict) -> None:
-        """Run each firing of a past range once, through the same claims."""
+        """Run each firing of a past range once, through the same claims. A firing with no record inside
+        the job's collected ranges (``collected/<job>``, kept by the leader) is not run: its claim was
+        collected, so it ran or was recorded."""
+        import json  # (kept local to this function)
         skip = req.get("skip", [])
+        try:
+            kv = self.node.store.get(self.node.keys.collected(spec.name))
+            collected = [(lo, hi) for lo, hi in json.loads(kv.value)] if kv is not None else []
+        except (StoreError, ValueError, TypeError) as exc:  # the request stays; the next relist hands it out again
+            log.warning("backfill.failed", job=spec.name, request=ident, error=str(exc)[:200])
+            return
         slots = [s for s in spec.firings(req["from"] - 1, req["to"], limit=req.get("limit", 10_000))
                  if not any(lo <= s <= hi for lo, hi in skip)]
+        gone = 0
         for slot in slots:
             if self.node.stopping.is_set():
                 return
             c = self.view.claims.get((spec.name, slot))
-            if c is None or c.state in NON_RUNS:
+            if c is None and any(lo <= slot <= hi for lo, hi in collected):
+                gone += 1
+            elif c is None or c.state in NON_RUNS:
                 self.fire(spec, rev, slot, reason="backfill", over=c if c is not None else None, wait_blocked=True)
+        if gone:
+            log.info("backfill.skipped_collected", job=spec.name, request=ident, firings=gone,
+                     why="their claims were collected: they ran or were recorded")
         # done: every firing of the range has a record that is a run (or a run now in progress elsewhere)
         try:
             self.node.store.txn([st.mod_rev(self.node.keys.backfill(spec.name, ident), "==", req_rev)],
@@ -349,13 +547,23 @@ class Firing:
         log.info("backfill.done", job=spec.name, request=ident, firings=len(slots))
 
     def trigger(self, spec: JobSpec, rev: int, trig_rev: int, req: dict) -> None:
-        """A manual run now: the first free second from the request's instant becomes its slot."""
+        """A manual run now: the first free second from the request's instant becomes its slot. A
+        request that cannot run (forbid, degraded, max-runs) is answered all the same: consumed, so
+        that it never fires later by surprise."""
         tk = self.node.keys.trigger(spec.name)
         at = int(req.get("at", self.node.clock.time()))
+        what = ""
         for slot in range(at, at + 10):
             if self.view.claimed(spec.name, slot):
                 continue
             what = self.fire(spec, rev, slot, reason="trigger", extra_cmp=[st.mod_rev(tk, "==", trig_rev)],
                              extra_ops=[st.delete(tk)])
-            if what != "taken" or self.view.triggers.get(spec.name, (0, {}))[0] != trig_rev:
-                return  # ran, or refused for a reason another second won't change, or consumed elsewhere
+            if what != Why.TAKEN or self.view.triggers.get(spec.name, (0, {}))[0] != trig_rev:
+                break  # ran, or refused for a reason another second won't change, or consumed elsewhere
+        if what in ("ran", "not-claiming", "error", "held"):
+            return
+        try:
+            if self.node.store.txn([st.mod_rev(tk, "==", trig_rev)], [st.delete(tk)]).succeeded:
+                log.info("trigger.refused", job=spec.name, why=str(what) or "no free second")
+        except StoreError as exc:
+            log.warning("trigger.consume_failed", job=spec.name, error=str(exc)[:200])

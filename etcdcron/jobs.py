@@ -93,6 +93,10 @@ class JobSpec:
             return None
         return t
 
+    def fires_at(self, slot: int) -> bool:
+        """Is ``slot`` one of the job's firings (and after its ``active_since``)?"""
+        return slot > self.active_since and self.next_after(slot - 1) == slot
+
     def firings(self, start: float, end: float, limit: int = 10_000) -> list[int]:
         """Firing instants (Unix seconds) in (start, end], inside [start_at, end_at], ascending."""
         if self.start_at is not None:

@@ -82,7 +82,7 @@ class View:
             # claim in one revision, which is not a loss
             for ident in touched:
                 c = self.claims.get(ident)
-                if c is not None and c.running and ident not in self.running:
+                if c is not None and c.unfinished and ident not in self.running:
                     ch.lost.append(c)
         return ch
 
@@ -148,7 +148,7 @@ class View:
     # --- queries
     def lost_runs(self) -> list[Claim]:
         with self.lock:
-            return [c for ident, c in self.claims.items() if c.running and ident not in self.running]
+            return [c for ident, c in self.claims.items() if c.unfinished and ident not in self.running]
 
     def leader(self) -> str | None:
         with self.lock:

@@ -61,10 +61,10 @@ class Cluster:
         self.procs[node_id] = proc
         return proc
 
-    def start_nodes(self, n: int, **kw) -> list[str]:
+    def start_nodes(self, n: int, extra: tuple[str, ...] = (), **kw) -> list[str]:
         ids = [f"n{i + 1}" for i in range(n)]
         for nid in ids:
-            self.start(nid, **kw)
+            self.start(nid, *extra, **kw)
         assert wait_for(lambda: set(ids) <= self.live(), 20), f"nodes did not register: {self.live()}"
         return ids
 
@@ -106,9 +106,10 @@ class Cluster:
                               capture_output=True, text=True, timeout=60)
 
     def add_ledger_job(self, name: str, schedule: str = "* * * * * *", sleep: float = 0, *extra: str,
-                       concurrency: str = "allow") -> None:
-        """A shell job that writes start and end lines to the ledger (overlapping runs allowed unless told)."""
-        body = f"; sleep {sleep}" if sleep else ""
+                       concurrency: str = "allow", body: str = "") -> None:
+        """A shell job that writes start and end lines to the ledger (overlapping runs allowed unless
+        told); ``body`` runs between them."""
+        body = (f"; sleep {sleep}" if sleep else "") + body
         r = self.cli("add", schedule, "--name", name, "--shell", LEDGER_CMD.format(ledger=self.ledger, body=body),
                      "--concurrency", concurrency, *extra)
         assert r.returncode == 0, r.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from etcdcron.claims import Claim, Claims, rank
+from etcdcron.claims import Claim, ClaimRequest, Claims, rank
 from etcdcron.keys import Keys
 
 
@@ -59,7 +59,9 @@ def test_lost_run_recovered_with_higher_fence_and_old_completion_refused(store, 
     store.revoke(lease1)
     fence2 = b.recover(lost, rev, lease2, 61.0, skip=False).fence
     assert fence2 is not None and fence2 > fence1
-    assert not b.recover(lost, rev, lease2, 61.0, skip=False), "recovered twice"
+    assert not Claims(store, keys, "c").recover(lost, rev, store.grant(30), 61.0, skip=False), "recovered twice"
+    again = b.recover(lost, rev, lease2, 61.0, skip=False)  # the same recovery, re-sent: no second claim
+    assert again.why == "resolved" and again.fence == fence2
     rec = _claim(store, keys, "j", 60)
     assert rec.attempt == 2 and rec.node == "b" and rec.data["prev_fence"] == fence1
     assert not a.complete("j", 60, fence1, {"state": "succeeded"})
@@ -149,5 +151,62 @@ def test_backfill_claim_may_replace_a_missed_record_once(store, keys):
     c = Claims(store, keys, "n1")
     c.record("j", 60, "missed")
     missed = _claim(store, keys, "j", 60)
-    assert c.claim("j", 60, rev, lease, 99.0, over=missed, reason="backfill")
-    assert not c.claim("j", 60, rev, lease, 99.0, over=missed, reason="backfill")
+    first = c.claim("j", 60, rev, lease, 99.0, over=missed, reason="backfill")
+    assert first
+    assert not Claims(store, keys, "n2").claim("j", 60, rev, store.grant(30), 99.0, over=missed, reason="backfill")
+    again = c.claim("j", 60, rev, lease, 99.0, over=missed, reason="backfill")  # re-sent: the same claim
+    assert again.why == "resolved" and again.fence == first.fence
+
+
+def test_claim_sent_again_after_a_lost_answer_is_recognised_as_ours(store, keys):
+    """A claim re-sent after its answer was lost comes back RESOLVED with the first one's fence; from
+    another lease (a new session) it is just taken."""
+    rev, lease = _setup(store, keys)
+    claims = Claims(store, keys, "n1")
+    first = claims.claim("j", 60, rev, lease, 60.0)
+    again = claims.claim("j", 60, rev, lease, 60.0)
+    assert again and again.why == "resolved" and again.fence == first.fence
+    assert claims.claim_many([ClaimRequest("j", 60, rev)], lease, 60.0)[0].fence == first.fence
+    other = store.grant(30)
+    out = claims.claim("j", 60, rev, other, 60.0)
+    assert not out and out.why == "taken"
+
+
+def test_retry_is_refused_after_a_kill(store, keys):
+    """A retry's re-claim never escapes a kill newer than its run; a replace's own run may still retry."""
+    rev, lease = _setup(store, keys)
+    claims = Claims(store, keys, "n1")
+    fence = claims.claim("j", 60, rev, lease, 60.0).fence
+    store.put(keys.kill("j"), b'{"reason":"kill"}')
+    assert claims.retry("j", 60, fence, fence, 2, 61.0, []) is None
+    fence = claims.claim("j", 120, rev, lease, 120.0, concurrency="replace").fence
+    assert claims.retry("j", 120, fence, fence, 2, 121.0, []) is not None
+
+
+def test_completions_of_one_firing_never_share_a_batch(store, keys):
+    """Two completions of one firing queued together are sent in separate round trips (etcd refuses a
+    transaction naming a key twice), and neither fails."""
+    import threading
+
+    from etcdcron.store import EtcdStore
+
+    gate = threading.Event()
+
+    class Gated(EtcdStore):
+        def txn_batch(self, txns):
+            gate.wait(10)
+            return super().txn_batch(txns)
+
+    gated = Gated(store.endpoints)
+    try:
+        rev, lease = _setup(store, keys)
+        claims = Claims(gated, keys, "n1")
+        f1 = claims.claim("j", 60, rev, lease, 60.0).fence
+        f2 = claims.claim("j", 120, rev, lease, 120.0).fence
+        first = claims.complete_async("j", 60, f1, {"state": "succeeded"})  # holds the round trip
+        twice = [claims.complete_async("j", 120, f2, {"state": "succeeded"}) for _ in range(2)]
+        gate.set()
+        assert first.result(10) is True
+        assert sorted(f.result(10) for f in twice) == [False, True]
+    finally:
+        gated.close()

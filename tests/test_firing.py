@@ -1,0 +1,223 @@
+"""The firing path of one in-process node against a real etcd, with faults injected in its store:
+stops at grace expiry and on lease loss, claims whose answers were lost, failed recoveries, refused
+triggers, a job changed at its instant."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from etcdcron.admin import Admin
+from etcdcron.clock import FakeClock
+from etcdcron.daemon import Node, NodeConfig
+from etcdcron.executor import KILL_GRACE
+from etcdcron.jobs import make_spec
+from etcdcron.nodes import wait_for
+
+from .faulty import FaultyStore, claims_running
+
+
+@pytest.fixture
+def fstore(etcd):
+    s = FaultyStore(etcd)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def nodes(fstore, keys):
+    """``nodes(id, **config)`` -> a started Node on the faulty store; all stopped at the end."""
+    made: list[Node] = []
+
+    def make(node_id: str = "n1", before_start=None, **cfg) -> Node:
+        node = Node(fstore, keys, NodeConfig(node_id, **{"grace": 5.0, **cfg}))
+        if before_start:
+            before_start(node)
+        node.start()
+        made.append(node)
+        return node
+    yield make
+    for node in made:
+        if not node.stopping.is_set():
+            node.stop(grace=1.0)
+
+
+def _record(store, keys, job: str, slot: int) -> dict | None:
+    kv = store.get(keys.claim(job, slot))
+    return json.loads(kv.value) if kv else None
+
+
+def _records(store, keys, job: str) -> dict[int, dict]:
+    return {c.slot: c.data for c in Admin(store, keys).history(job, 10_000)}
+
+
+def _put(store, keys, spec) -> int:
+    return store.put(keys.job(spec.name), spec.to_json())
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _ledger(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_grace_expiry_stops_records_then_reruns_elsewhere(fstore, keys, nodes, tmp_path):
+    """SIGTERM past the grace: the run's process is stopped and recorded `interrupted` before stop()
+    returns (lease revoked), within grace + kill grace; another node runs it again as attempt 2."""
+    pidf = tmp_path / "pid"
+    cmd = f'if [ "$ETCDCRON_ATTEMPT" = 1 ]; then echo $$ > {pidf}; exec sleep 60; fi; true'
+    _put(fstore, keys, make_spec("long", "@yearly", shell=cmd, active_since=time.time()))
+    n1 = nodes("n1")
+    Admin(fstore, keys).trigger("long")
+    assert wait_for(lambda: _pid(pidf) is not None, 15), "the triggered run never started"
+    pid = _pid(pidf)
+    t0 = time.monotonic()
+    n1.stop(grace=0.5)
+    took = time.monotonic() - t0
+    assert not _alive(pid), "the run's process outlived its node's lease"
+    assert took < 0.5 + KILL_GRACE + 3, f"stop took {took:.1f} s"
+    (slot, rec), = _records(fstore, keys, "long").items()
+    assert rec["state"] == "interrupted" and rec["killed_by"] == "shutdown", rec
+    nodes("n2")
+    assert wait_for(lambda: (_record(fstore, keys, "long", slot) or {}).get("state") == "succeeded", 15)
+    rec = _record(fstore, keys, "long", slot)
+    assert rec["attempt"] == 2 and rec["node"] == "n2", rec
+
+
+def test_claim_committed_while_stopping_still_runs(fstore, keys, nodes, tmp_path):
+    """A claim whose round trip is still in flight when stop() begins commits: its firing runs within
+    the grace instead of being left to be recorded lost."""
+    led = tmp_path / "ledger"
+    _put(fstore, keys, make_spec("tick", "* * * * * *", builtin="ledger", args={"path": str(led)}, active_since=time.time()))
+    n1 = nodes("n1")
+    slow = fstore.arm(claims_running, when="never", action=lambda keys: time.sleep(1.5))
+    assert slow.fired.wait(0) or wait_for(lambda: bool(slow.hits), 10)
+    n1.stop(grace=5.0)
+    slots = {int(k.rsplit("/", 1)[1]) for k in slow.hits[0] if "/running/" in k}
+    for slot in slots:
+        rec = _record(fstore, keys, "tick", slot)
+        assert rec is not None and rec["state"] == "succeeded", (slot, rec)
+    assert slots <= {line["slot"] for line in _ledger(led)}
+
+
+def test_claim_whose_answer_was_lost_runs_once_on_its_own_path(fstore, keys, nodes, tmp_path):
+    """The claim commits but its answer is lost: sent again, it is recognised as ours and runs once,
+    on the claim path (not late, by the orphan sweep)."""
+    led = tmp_path / "ledger"
+    _put(fstore, keys, make_spec("tick", "* * * * * *", builtin="ledger", args={"path": str(led)}, active_since=time.time()))
+    lost = fstore.arm(claims_running, when="after")
+    nodes("n1")
+    assert lost.fired.wait(10)
+    slot = min(int(k.rsplit("/", 1)[1]) for k in lost.hits[0] if "/running/" in k)
+    assert wait_for(lambda: (_record(fstore, keys, "tick", slot) or {}).get("state") == "succeeded", 10)
+    assert _record(fstore, keys, "tick", slot)["reason"] == "schedule"
+    assert [ln["slot"] for ln in _ledger(led)].count(slot) == 1
+
+
+def test_claim_failing_while_etcd_is_unavailable_is_sent_again(fstore, keys, nodes, tmp_path):
+    """Claims that fail with unavailability (an election) are sent again until they succeed: the firing runs."""
+    led = tmp_path / "ledger"
+    _put(fstore, keys, make_spec("tick", "* * * * * *", builtin="ledger", args={"path": str(led)}, active_since=time.time()))
+    down = fstore.arm(claims_running, when="before", times=3)
+    nodes("n1")
+    assert wait_for(lambda: down.times == 0, 15)
+    slot = min(int(k.rsplit("/", 1)[1]) for k in down.hits[0] if "/running/" in k)
+    assert wait_for(lambda: (_record(fstore, keys, "tick", slot) or {}).get("state") == "succeeded", 10), \
+        _record(fstore, keys, "tick", slot)
+    assert [ln["slot"] for ln in _ledger(led)].count(slot) == 1
+
+
+def test_failed_recovery_is_retried(fstore, keys, nodes, tmp_path):
+    """A lost run whose recovery meets a store error is recovered on a later try, not left `running`."""
+    led = tmp_path / "ledger"
+    slot = int(time.time()) // 3600 * 3600
+    spec = make_spec("hourly", "@hourly", builtin="ledger", args={"path": str(led)}, starting_deadline=7200,
+                     active_since=slot - 1)
+    _put(fstore, keys, spec)
+    fstore.put(keys.claim("hourly", slot), json.dumps({"state": "running", "attempt": 1, "node": "gone", "started": slot}))
+    failing = fstore.arm(claims_running, when="before")
+    nodes("n1")
+    assert failing.fired.wait(10)
+    assert wait_for(lambda: (_record(fstore, keys, "hourly", slot) or {}).get("state") == "succeeded", 10), \
+        _record(fstore, keys, "hourly", slot)
+    assert _record(fstore, keys, "hourly", slot)["attempt"] == 2
+
+
+def test_lease_lost_stops_runs_at_once(fstore, keys, nodes, tmp_path):
+    """When a node learns its lease is gone, its runs stop before anyone can take them over."""
+    pidf = tmp_path / "pid"
+    _put(fstore, keys, make_spec("long", "@yearly", shell=f"echo $$ > {pidf}; exec sleep 60", active_since=time.time()))
+    n1 = nodes("n1")
+    Admin(fstore, keys).trigger("long")
+    assert wait_for(lambda: _pid(pidf) is not None, 15)
+    fstore.revoke(n1.session.lease)  # as when etcd expired it while we were paused
+    assert wait_for(lambda: not _alive(_pid(pidf)), 5), "the run outlived its claim's lease"
+
+
+def test_refused_trigger_is_consumed(fstore, keys, nodes):
+    """A trigger that cannot run (its level is degraded) is answered and removed, never left to fire later."""
+    _put(fstore, keys, make_spec("job", "@yearly", builtin="noop", level=2, active_since=time.time()))
+    nodes("n1")
+    admin = Admin(fstore, keys)
+    admin.degrade(2, False)
+    admin.trigger("job")
+    assert wait_for(lambda: any(r["state"] == "degraded" for r in _records(fstore, keys, "job").values()), 10)
+    assert wait_for(lambda: fstore.get(keys.trigger("job")) is None, 5), "the refused trigger stayed in etcd"
+
+
+def test_job_changed_at_its_instant_still_fires(fstore, keys, nodes, tmp_path):
+    """A job replaced just before one of its instants, while the node's watch lags (the claim meets the
+    new version first), still runs that firing."""
+    led = tmp_path / "ledger"
+    spec = make_spec("tick", "*/2 * * * * *", builtin="ledger", args={"path": str(led)}, starting_deadline=3,
+                     active_since=time.time())
+    _put(fstore, keys, spec)
+    lagging = []
+
+    def lag_watch(node) -> None:
+        apply = node.view.apply
+
+        def slow_apply(events, revision):
+            if lagging and any("/jobs/" in ev.kv.key for ev in events):
+                time.sleep(1.5)  # the watch delivers the change after the instant
+            return apply(events, revision)
+        node.view.apply = slow_apply
+
+    def change(_keys) -> None:
+        lagging.append(True)
+        _put(fstore, keys, spec.replace(args={"path": str(led), "v": "2"}))
+    changed = fstore.arm(claims_running, when="never", action=change)
+    nodes("n1", before_start=lag_watch)
+    assert changed.fired.wait(10)
+    slot = min(int(k.rsplit("/", 1)[1]) for k in changed.hits[0] if "/running/" in k)
+    assert wait_for(lambda: _record(fstore, keys, "tick", slot) is not None and
+                    _record(fstore, keys, "tick", slot)["state"] != "running", 10)
+    assert _record(fstore, keys, "tick", slot)["state"] == "succeeded", _record(fstore, keys, "tick", slot)
+
+
+def test_catch_up_counts_the_deadline_from_the_jittered_start(store, keys):
+    """A firing whose jittered start lies inside the starting deadline is overdue, though its slot is older."""
+    spec = make_spec("j", "@every 20s", builtin="noop", jitter=19, starting_deadline=1)
+    node = Node(store, keys, NodeConfig("n1"), clock=FakeClock())
+    base = 1_800_000_000
+    slot = next(s for s in range(base, base + 2000, 20) if node.start_time(spec, s) - s > 5)
+    now = node.start_time(spec, slot) + 0.5
+    assert node.overdue(spec, now) == [slot]
+    assert node._overdue(spec, now)
