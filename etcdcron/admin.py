@@ -12,6 +12,7 @@ from .claims import Claim
 from .errors import InvalidSpec, JobNotFound
 from .jobs import JobSpec, check_name
 from .keys import Keys
+from .nodes import leader_of
 from .store import EtcdStore
 
 
@@ -144,15 +145,15 @@ class Admin:
         kvs, _ = self.store.get_prefix(self.keys.claims(name))
         claims = []
         for kv in kvs:
-            _, parts = self.keys.split(kv.key)
-            claims.append(Claim.parse(parts[0], int(parts[1]), kv.value, kv.mod_revision))
+            k = self.keys.parse(kv.key)
+            claims.append(Claim.parse(k.job, k.slot, kv.value, kv.mod_revision))
         claims.sort(key=lambda c: (c.slot, c.job), reverse=True)
         return claims[:limit]
 
     def nodes(self) -> tuple[list[dict], str | None]:
         kvs, _ = self.store.get_prefix(self.keys.nodes)
         cands, _ = self.store.get_prefix(self.keys.leader)
-        leader = min(cands, key=lambda kv: kv.create_revision).value.decode() if cands else None
+        leader = leader_of((kv.create_revision, kv.value.decode()) for kv in cands)
         nodes = [json.loads(kv.value) for kv in kvs]
         for n in nodes:
             n["leader"] = n.get("id") == leader

@@ -17,63 +17,129 @@ transaction, whose revision tells every node which older runs to stop.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import queue
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from . import store as st
 from .errors import StoreError, StoreUnavailable
 from .keys import Keys
-from .states import FINAL, NON_RUNS, UNFINISHED, State, Why  # noqa: F401 - NON_RUNS re-exported
+from .states import UNFINISHED, State, Why
 from .store import KV, EtcdStore
 
-FINAL_STATES = FINAL
 BATCH = 64  # firings per claim round trip (etcd allows 128 operations per transaction by default)
 ETCD_OUTPUT = 512  # bytes of a run's output tail kept in its etcd record (the history store keeps 4 KiB)
 
 
+_FIELDS = ("state", "attempt", "node", "fence", "started", "ended", "reason", "exit_code", "output", "killed_by",
+           "prev_fence", "prev_node", "tries", "recorded_by")
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """The value stored at ``claims/<job>/<slot>``: what became of one firing. Fields that do not
+    apply are None and not stored; the node that writes a record adds only what it knows."""
+
+    state: State
+    attempt: int = 0  # 1 for the first run, + 1 for each retry and each recovery; 0: never run
+    node: str | None = None  # the node that runs (or ran) it; None for a firing never run
+    fence: int | None = None  # the fence its outcome was recorded under (set once it is final)
+    started: float | None = None  # wall time of the claim, then of the run's start
+    ended: float | None = None  # wall time the run ended (or the loss was recorded)
+    reason: str | None = None  # why it ran: schedule, catchup, trigger, backfill, recovery, retry, adopted
+    exit_code: int | None = None
+    output: str | None = None  # the tail of its output (ETCD_OUTPUT bytes in etcd)
+    killed_by: str | None = None  # killed or interrupted: kill, replace, degrade, shutdown, clock, lease_lost
+    prev_fence: int | None = None  # a recovery: the fence of the run that was lost
+    prev_node: str | None = None  # a recovery: the node that ran it
+    tries: list | None = None  # with retries: {attempt, fence, state, exit_code, started, ended} per try
+    recorded_by: str | None = None  # a non-run (missed, skipped, degraded, lost): the node that recorded it
+    extra: dict = field(default_factory=dict)  # any other field (level, running, recorded_at, adopted…), kept as is
+
+    @classmethod
+    def of(cls, state: State | str, **fields: Any) -> "ClaimRecord":
+        """A record from keyword fields; those that are not attributes go to ``extra``."""
+        known = {k: v for k, v in fields.items() if k in _FIELDS}
+        extra = {k: v for k, v in fields.items() if k not in _FIELDS}
+        return cls(_state(state), **known, extra=extra)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "ClaimRecord":
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("a claim record is a JSON object")
+        return cls.of(data.pop("state", "?"), **data)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k in _FIELDS if (v := getattr(self, k)) is not None}
+        out.update(self.extra)
+        return out
+
+    def to_json(self) -> bytes:
+        return _dump(self.as_dict())
+
+    def replace(self, **changes: Any) -> "ClaimRecord":
+        return dataclasses.replace(self, **changes)
+
+
+def _state(value: State | str) -> State | str:
+    try:
+        return State(value)
+    except ValueError:
+        return value  # a record written by a newer version: shown as is, never acted on
+
+
 class Claim:
-    """The record of one firing as stored in etcd (plus the key's mod revision).
+    """A firing's record as stored in etcd, with the key's mod revision.
 
     Parsed lazily: every node's view holds a Claim per firing of the cluster and sees several
     changes per firing, but reads the record of only a few of them."""
 
-    __slots__ = ("job", "slot", "mod_revision", "_raw", "_data")
+    __slots__ = ("job", "slot", "mod_revision", "_raw", "_record")
 
     def __init__(self, job: str, slot: int, raw: bytes, mod_revision: int) -> None:
         self.job, self.slot, self.mod_revision, self._raw = job, slot, mod_revision, raw
-        self._data: dict[str, Any] | None = None
+        self._record: ClaimRecord | None = None
 
     @classmethod
     def parse(cls, job: str, slot: int, value: bytes, mod_revision: int) -> "Claim":
         return cls(job, slot, value, mod_revision)
 
     @property
-    def data(self) -> dict[str, Any]:
-        if self._data is None:
-            self._data = json.loads(self._raw)
-        return self._data
+    def record(self) -> ClaimRecord:
+        if self._record is None:
+            try:
+                self._record = ClaimRecord.from_json(self._raw)
+            except (ValueError, TypeError):
+                self._record = ClaimRecord("?")
+        return self._record
 
     @property
-    def state(self) -> str:
-        return self.data.get("state", "?")
+    def data(self) -> dict[str, Any]:
+        """The record as a dict (for display)."""
+        return self.record.as_dict()
+
+    @property
+    def state(self) -> State | str:
+        return self.record.state
 
     @property
     def attempt(self) -> int:
-        return int(self.data.get("attempt", 0))
+        return int(self.record.attempt or 0)
 
     @property
     def node(self) -> str | None:
-        return self.data.get("node")
+        return self.record.node
 
     @property
     def fence(self) -> int:
         """Revision of the claim that ran (or runs) it; 0 for a firing never run."""
-        return self.data.get("fence") or (self.mod_revision if self.state == "running" else 0)
+        return self.record.fence or (self.mod_revision if self.state == State.RUNNING else 0)
 
     @property
     def running(self) -> bool:
@@ -171,10 +237,10 @@ class Claims:
 
     def _parts(self, r: "ClaimRequest", lease: int, now: float):
         ck, rk, jk = self.keys.claim(r.job, r.slot), self.keys.running(r.job, r.slot), self.keys.job(r.job)
-        rec = {"state": State.RUNNING, "attempt": 1, "node": self.node_id, "started": now, "reason": r.reason}
+        rec = ClaimRecord(State.RUNNING, attempt=1, node=self.node_id, started=now, reason=r.reason)
         cond = [st.mod_rev(ck, "==", r.over.mod_revision) if r.over else st.version(ck, "==", 0),
                 st.version(rk, "==", 0), st.mod_rev(jk, "==", r.job_rev), *r.extra_cmp]
-        ops = [st.put(ck, _dump(rec)), st.put(rk, self.node_id, lease=lease), *r.extra_ops]
+        ops = [st.put(ck, rec.to_json()), st.put(rk, self.node_id, lease=lease), *r.extra_ops]
         if r.concurrency == "forbid":
             cond.append(st.none_under(self.keys.runnings_of(r.job)))
         elif r.concurrency == "replace":
@@ -190,11 +256,8 @@ class Claims:
         """The fence of a claim that an earlier attempt of ours committed, or None."""
         if not claim or not running or running[0].lease != lease or running[0].create_revision != claim[0].mod_revision:
             return None
-        try:
-            rec = json.loads(claim[0].value)
-        except ValueError:
-            return None
-        return claim[0].mod_revision if rec.get("node") == self.node_id and rec.get("state") == State.RUNNING else None
+        rec = Claim.parse("", 0, claim[0].value, claim[0].mod_revision)
+        return claim[0].mod_revision if rec.node == self.node_id and rec.running else None
 
     def _why(self, r: "ClaimRequest", ranges: list, lease: int) -> Outcome:
         existing, jobkv, running, runs, mine = ranges
@@ -217,17 +280,17 @@ class Claims:
         ck, rk = self.keys.claim(old.job, old.slot), self.keys.running(old.job, old.slot)
         cond = [st.mod_rev(ck, "==", old.mod_revision), st.version(rk, "==", 0)]
         if skip:
-            rec = {**old.data, "state": State.LOST, "fence": old.fence, "ended": now, "recorded_by": self.node_id}
-            res = self.store.txn(cond, [st.put(ck, _dump(rec))])
+            rec = old.record.replace(state=State.LOST, fence=old.fence, ended=now, recorded_by=self.node_id)
+            res = self.store.txn(cond, [st.put(ck, rec.to_json())])
             if res.succeeded:
-                self.on_record(old.job, old.slot, rec)
+                self.on_record(old.job, old.slot, rec.as_dict())
             return Outcome(0) if res.succeeded else Outcome(None, Why.TAKEN)
-        rec = {"state": State.RUNNING, "attempt": old.attempt + 1, "node": self.node_id, "started": now,
-               "prev_fence": old.fence, "prev_node": old.node, "reason": "recovery"}
+        rec = ClaimRecord(State.RUNNING, attempt=old.attempt + 1, node=self.node_id, started=now,
+                          prev_fence=old.fence, prev_node=old.node, reason="recovery")
         cond.append(st.mod_rev(self.keys.job(old.job), "==", job_rev))
         if forbid:
             cond.append(st.none_under(self.keys.runnings_of(old.job)))
-        res = self.store.txn(cond, [st.put(ck, _dump(rec)), st.put(rk, self.node_id, lease=lease)],
+        res = self.store.txn(cond, [st.put(ck, rec.to_json()), st.put(rk, self.node_id, lease=lease)],
                              [st.get(ck), st.get_prefix(self.keys.runnings_of(old.job), limit=1), st.get(rk)])
         if res.succeeded:
             return Outcome(res.revision)
@@ -246,27 +309,23 @@ class Claims:
         otherwise be below the new fence and the retry would escape it. Safe to send again after a
         transport error: a retry of ours that had committed is recognised by its attempt number."""
         ck, rk, kk = self.keys.claim(job, slot), self.keys.running(job, slot), self.keys.kill(job)
-        rec = {"state": State.RUNNING, "attempt": attempt, "node": self.node_id, "started": now,
-               "reason": "retry", "tries": previous}
+        rec = ClaimRecord(State.RUNNING, attempt=attempt, node=self.node_id, started=now, reason="retry", tries=previous)
         res = self.store.txn([st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", run_fence),
-                              st.mod_rev(kk, "<", run_fence + 1)], [st.put(ck, _dump(rec))], [st.get(ck), st.get(rk)])
+                              st.mod_rev(kk, "<", run_fence + 1)], [st.put(ck, rec.to_json())], [st.get(ck), st.get(rk)])
         if res.succeeded:
             return res.revision
         claim, running = res.ranges
         if claim and running and running[0].create_revision == run_fence:
-            try:
-                current = json.loads(claim[0].value)
-            except ValueError:
-                return None
-            if current.get("node") == self.node_id and current.get("attempt") == attempt and current.get("state") == State.RUNNING:
+            current = Claim.parse(job, slot, claim[0].value, claim[0].mod_revision)
+            if current.node == self.node_id and current.attempt == attempt and current.running:
                 return claim[0].mod_revision
         return None
 
-    def complete(self, job: str, slot: int, fence: int, record: dict[str, Any], run_fence: int | None = None) -> bool:
+    def complete(self, job: str, slot: int, fence: int, record: ClaimRecord | dict, run_fence: int | None = None) -> bool:
         """Record the outcome of our run; False means we were fenced out."""
         return self.complete_async(job, slot, fence, record, run_fence).result()
 
-    def complete_async(self, job: str, slot: int, fence: int, record: dict[str, Any],
+    def complete_async(self, job: str, slot: int, fence: int, record: ClaimRecord | dict,
                        run_fence: int | None = None) -> Future:
         """Like :meth:`complete`, without waiting: the future resolves to True, or False if fenced out.
 
@@ -275,10 +334,11 @@ class Claims:
         round trip per run nor holds a worker for it. The etcd record keeps a short output tail; the
         history store gets the whole record."""
         ck, rk = self.keys.claim(job, slot), self.keys.running(job, slot)
-        rec = {**record, "node": self.node_id, "fence": fence}
-        stored = {**rec, "output": rec["output"][-ETCD_OUTPUT:]} if len(rec.get("output") or "") > ETCD_OUTPUT else rec
+        record = ClaimRecord.of(**record) if isinstance(record, dict) else record
+        rec = record.replace(node=self.node_id, fence=fence)
+        stored = rec.replace(output=rec.output[-ETCD_OUTPUT:]) if len(rec.output or "") > ETCD_OUTPUT else rec
         txn = ([st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", run_fence or fence)],
-               [st.put(ck, _dump(stored)), st.delete(rk)], [])
+               [st.put(ck, stored.to_json()), st.delete(rk)], [])
         done: Future = Future()
         with self._group_lock:
             if self._group_thread is None:
@@ -317,7 +377,7 @@ class Claims:
                     continue
                 done.set_result(ok)
                 if ok:
-                    self.on_record(job, slot, rec)
+                    self.on_record(job, slot, rec.as_dict())
             with self._group_lock:
                 self._pending -= len(items)
                 self._group_idle.notify_all()
@@ -344,8 +404,8 @@ class Claims:
     def record(self, job: str, slot: int, state: str, **extra: Any) -> bool:
         """Record a firing that did not run (``missed`` …) if nothing is recorded for it yet."""
         ck = self.keys.claim(job, slot)
-        rec = {"state": State(state), "attempt": 0, "node": None, "recorded_by": self.node_id, **extra}
-        ok = self.store.txn([st.version(ck, "==", 0)], [st.put(ck, _dump(rec))]).succeeded
+        rec = ClaimRecord.of(state, recorded_by=self.node_id, **extra)
+        ok = self.store.txn([st.version(ck, "==", 0)], [st.put(ck, rec.to_json())]).succeeded
         if ok:
-            self.on_record(job, slot, rec)
+            self.on_record(job, slot, rec.as_dict())
         return ok

@@ -4,10 +4,9 @@ Threads: the *timer* pops due entries off a heap and never runs a job; a bounded
 runs the firing path (:mod:`etcdcron.firing`); the *watch* feeds the view; the session's
 *keep-alive*; the *leader* chores (:mod:`etcdcron.leader`).
 
-Who runs a firing: every node computes the rendezvous order of the live nodes serving the job's
-level for (job, slot). The first claims at the scheduled instant (plus the job's jitter); the one
-ranked r re-checks ``r * takeover`` later and claims if nobody has. Lost runs, catch-up, backfills
-and triggers are handed out the same way, ranked on their own keys.
+What a due timer entry asks of the node is decided by :func:`etcdcron.decide.decide`, a pure
+function of the entry and the view; the node carries its actions out. What the node holds of each
+firing, and every transition of it, is :class:`etcdcron.firing.Local`'s.
 """
 
 from __future__ import annotations
@@ -16,13 +15,14 @@ import heapq
 import itertools
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Callable
 
 import structlog
 
-from .claims import BATCH, Claim, Claims, rank, unit_hash
+from . import decide as dc
+from .claims import BATCH, Claim, Claims
+from .decide import ClaimNow, Entry, Me, Schedule, Submit, Task
 from .clock import Clock, SystemClock
 from .errors import StoreError
 from .executor import KILL_GRACE
@@ -39,32 +39,6 @@ from .workers import Workers
 log = structlog.get_logger("etcdcron.node")
 
 SWEEP_EVERY = 2.0  # seconds between sweeps for claims and completions whose answers were lost
-
-
-class Task(Enum):
-    """What a timer entry asks for when it is due."""
-
-    FIRE = "fire"  # a job's next firing: the owner claims it (others schedule a CHECK); chains the next FIRE
-    CHECK = "check"  # a ranked takeover: claim the firing if nobody has
-    START = "start"  # a claimed firing's start time: run it
-    RESOLVE = "resolve"  # claims whose answer was lost: send them again
-    RECOVER = "recover"  # a lost run: rerun it (or record it lost)
-    CATCHUP = "catchup"  # after a relist: firings inside the starting deadline nobody claimed
-    TRIGGER = "trigger"  # a manual run request
-    BACKFILL = "backfill"  # a backfill request
-
-
-@dataclass(order=True)
-class _Entry:
-    due: float
-    seq: int
-    kind: Task = field(compare=False)
-    job: str = field(compare=False)
-    slot: int = field(compare=False)
-    rev: int = field(compare=False)
-    claim: Claim | None = field(compare=False, default=None)
-    gen: int = field(compare=False, default=0)
-    extra: tuple = field(compare=False, default=())
 
 
 @dataclass
@@ -96,12 +70,15 @@ class Node:
         self.leader = LeaderChores(self)
         self.on_drain = on_drain
         self.stopping = threading.Event()
-        self._heap: list[_Entry] = []
+        self._heap: list[Entry] = []
         self._seq = itertools.count()
         self._gen: dict[str, int] = {}  # job -> generation of its live chain of "fire" entries
         self._seen: set[tuple] = set()  # control requests already scheduled here
         self._lock = threading.Lock()
         self._starts_direct = False  # stopping: claimed firings go to the pool at once, not to the heap
+        f = self.firing
+        self._work = {Task.START: f.start, Task.RESOLVE: f.resolve, Task.RECOVER: f.recover, Task.CATCHUP: f.catch_up,
+                      Task.TRIGGER: f.trigger, Task.BACKFILL: f.backfill}
         self._wakeup = threading.Event()
         self._changed = threading.Condition()
         self._timer = threading.Thread(target=self._timer_loop, name="timer", daemon=True)
@@ -218,7 +195,7 @@ class Node:
             gen = self._gen[name] = next(self._seq)
             nxt = spec.next_after(max(now, spec.active_since))
             if nxt is not None:
-                self._push(Task.FIRE, self._claim_time(spec, int(nxt)), name, int(nxt), rev, gen=gen)
+                self._push(Task.FIRE, dc.claim_time(spec, int(nxt), self.cfg.claim_ahead), name, int(nxt), rev, gen=gen)
             if ch.relisted and self._overdue(spec, now):
                 self._push_ranked(Task.CATCHUP, f"{name}|catchup", spec, now, int(now), rev)
         for claim in ch.lost:
@@ -270,22 +247,22 @@ class Node:
         return [s for s in spec.firings(start, now, limit=100_000)
                 if now - spec.starting_deadline <= self.start_time(spec, s) <= now]
 
-    def start_time(self, spec: JobSpec, slot: int) -> float:
+    @staticmethod
+    def start_time(spec: JobSpec, slot: int) -> float:
         """When a firing's run starts: its instant plus the job's jitter (alike on every node)."""
-        return slot + (spec.jitter * unit_hash(f"{spec.name}|{slot}|jitter") if spec.jitter else 0.0)
+        return dc.start_time(spec, slot)
 
-    def _claim_time(self, spec: JobSpec, slot: int) -> float:
-        # An at-most-once job is claimed at its instant: a claim made ahead and lost with its node
-        # before the instant would be recorded `lost` although nothing had started.
-        ahead = 0.0 if spec.on_node_loss == "skip" else self.cfg.claim_ahead
-        return self.start_time(spec, slot) - ahead
+    def me(self) -> Me:
+        """This node as the decisions see it, now."""
+        return Me(self.node_id, not (self.stopping.is_set() or self.session.draining or self.session.skewed),
+                  self.cfg.levels, self.cfg.takeover, self.cfg.claim_ahead)
 
     def schedule_start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
         """A claimed firing: its run is handed to the pool at its start time (at once once we are
         stopping: the timer is gone, and the run waits for its start time itself)."""
         with self._lock:
             if not self._starts_direct:
-                heapq.heappush(self._heap, _Entry(self.start_time(spec, slot), next(self._seq), Task.START, spec.name,
+                heapq.heappush(self._heap, Entry(self.start_time(spec, slot), next(self._seq), Task.START, spec.name,
                                                   slot, 0, extra=(spec, fence, reason)))
                 direct = False
             else:
@@ -302,16 +279,14 @@ class Node:
 
     def _push(self, kind: Task, due: float, job: str, slot: int, rev: int, claim: Claim | None = None,
               gen: int = 0, extra: tuple = ()) -> None:
-        entry = _Entry(due, next(self._seq), kind, job, slot, rev, claim, gen, extra)
+        entry = Entry(due, next(self._seq), kind, job, slot, rev, claim, gen, extra)
         with self._lock:
             heapq.heappush(self._heap, entry)
 
     def _push_ranked(self, kind: Task, key: str, spec: JobSpec, base: float, slot: int, rev: int,
                      claim: Claim | None = None, extra: tuple = ()) -> None:
         """Schedule a task at ``base + rank * takeover`` if this node serves the job at all."""
-        order = self._order(spec, key)
-        if self.node_id in order:
-            self._push(kind, base + order.index(self.node_id) * self.cfg.takeover, spec.name, slot, rev, claim, extra=extra)
+        self._carry_out(dc.ranked(self.view, self.me(), kind, key, spec, base, slot, rev, claim, extra), [])
 
     def retry_claim_at_instant(self, spec: JobSpec, rev: int, slot: int) -> None:
         self._push(Task.CHECK, self.start_time(spec, slot), spec.name, slot, rev)
@@ -325,22 +300,12 @@ class Node:
             self._push_ranked(Task.RECOVER, f"{c.job}|{c.slot}|{c.attempt}", found[0], self.clock.time() + delay,
                               c.slot, found[1], claim=c)
 
-    def _order(self, spec: JobSpec, key: str) -> list[str]:
-        nodes = self.view.eligible(spec.level)
-        me_eligible = not self.stopping.is_set() and not self.session.draining and not self.session.skewed \
-            and spec.level in self.cfg.levels
-        if me_eligible and self.node_id not in nodes:
-            nodes.append(self.node_id)
-        if not me_eligible and self.node_id in nodes:
-            nodes.remove(self.node_id)
-        return rank(key, nodes)
-
     # --- the timer
     def _timer_loop(self) -> None:
         while not self.stopping.is_set():
             now = self.clock.time()
             with self._lock:
-                due: list[_Entry] = []
+                due: list[Entry] = []
                 while self._heap and self._heap[0].due <= now:
                     due.append(heapq.heappop(self._heap))
                 delay = (self._heap[0].due - now) if self._heap else 1.0
@@ -361,53 +326,17 @@ class Node:
             for i in range(0, len(batch), BATCH):
                 self.submit(self.firing.fire_batch, batch[i:i + BATCH])
 
-    def _due(self, e: _Entry, batch: list) -> None:
-        if e.kind is Task.START:  # claimed: runs whatever happened to the job since
-            spec, fence, reason = e.extra
-            self.submit(self.firing.start, spec, e.slot, fence, reason, claimed=True)
-            return
-        if e.kind is Task.RESOLVE:
-            self.submit(self.firing.resolve, *e.extra)
-            return
-        found = self.view.job(e.job)
-        if found is None:
-            return
-        spec, rev = found
-        if e.kind is Task.CHECK:
-            # a change of the job since does not cancel a firing its new spec still has
-            if not spec.paused and spec.fires_at(e.slot) and not self.view.claimed(e.job, e.slot):
-                batch.append((spec, rev, e.slot))
-            return
-        if rev != e.rev or spec.paused:
-            return  # a newer spec has its own entries
-        if e.kind is Task.FIRE:
-            if self._gen.get(e.job) != e.gen:
-                return  # a superseded chain (the job was rescheduled)
-            nxt = spec.next_after(e.slot)
-            if nxt is not None:
-                self._push(Task.FIRE, self._claim_time(spec, int(nxt)), e.job, int(nxt), rev, gen=e.gen)
-            order = self._order(spec, f"{e.job}|{e.slot}")
-            if self.node_id in order:
-                r = order.index(self.node_id)
-                if r == 0:
-                    batch.append((spec, rev, e.slot))
-                else:
-                    self._push(Task.CHECK, self.start_time(spec, e.slot) + r * self.cfg.takeover, e.job, e.slot, rev)
-        elif e.kind is Task.RECOVER:
-            c = self.view.claims.get((e.job, e.slot))
-            if c is not None and c.unfinished and c.mod_revision == e.claim.mod_revision \
-                    and (e.job, e.slot) not in self.view.running:
-                self.submit(self.firing.recover, spec, rev, c)
-        elif e.kind is Task.CATCHUP:
-            self.submit(self.firing.catch_up, spec, rev, float(e.slot))
-        elif e.kind is Task.TRIGGER:
-            trig = self.view.triggers.get(e.job)
-            if trig and trig[0] == e.extra[0]:
-                self.submit(self.firing.trigger, spec, rev, trig[0], trig[1])
-        elif e.kind is Task.BACKFILL:
-            req = self.view.backfills.get((e.job, e.extra[0]))
-            if req and req[0] == e.extra[1]:
-                self.submit(self.firing.backfill, spec, rev, e.extra[0], req[0], req[1])
+    def _due(self, e: Entry, batch: list) -> None:
+        self._carry_out(dc.decide(e, self.view, self.me(), self._gen.get(e.job)), batch)
+
+    def _carry_out(self, actions: list, batch: list) -> None:
+        for a in actions:
+            if isinstance(a, ClaimNow):
+                batch.append((a.spec, a.rev, a.slot))
+            elif isinstance(a, Schedule):
+                self._push(a.kind, a.due, a.job, a.slot, a.rev, a.claim, a.gen, a.extra)
+            elif isinstance(a, Submit):
+                self.submit(self._work[a.kind], *a.args, claimed=a.kind is Task.START)
 
     def submit(self, fn, *args, claimed: bool = False) -> None:
         """Queue work on the pool; once stopping, only the runs of firings already claimed."""

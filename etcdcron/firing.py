@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable
 import structlog
 
 from . import store as st
-from .claims import Claim, ClaimRequest, Outcome, unit_hash
+from .claims import Claim, ClaimRecord, ClaimRequest, Outcome, unit_hash
 from .errors import StoreError
 from .executor import KILL_GRACE, Cancel, RunContext, RunResult, run_job
 from .jobs import JobSpec
@@ -386,13 +386,10 @@ class Firing:
         state = State(result.state)
         if state == State.KILLED and held.cancel.reason in ("shutdown", "clock"):
             state = State.INTERRUPTED  # not the job's doing: it runs again elsewhere (or is recorded lost)
-        record = {"state": state, "attempt": attempt, "started": tries[0]["started"] if tries else result.started,
-                  "ended": result.ended, "exit_code": result.exit_code, "output": result.output, "reason": reason,
-                  **(extra or {})}
-        if state in (State.KILLED, State.INTERRUPTED):
-            record["killed_by"] = held.cancel.reason
-        if len(tries) > 1:
-            record["tries"] = tries
+        record = ClaimRecord.of(state, attempt=attempt, started=tries[0]["started"] if tries else result.started,
+                                ended=result.ended, exit_code=result.exit_code, output=result.output, reason=reason,
+                                killed_by=held.cancel.reason if state in (State.KILLED, State.INTERRUPTED) else None,
+                                tries=tries if len(tries) > 1 else None, **(extra or {}))
         self._complete(held, spec, record, round(result.ended - result.started, 3), result.started - slot)
 
     def _retry(self, spec: JobSpec, slot: int, held: Held, attempt: int, tries: list[dict]) -> int | None:
@@ -409,7 +406,7 @@ class Firing:
                 node.stopping.wait(RESOLVE_BACKOFF[min(n, len(RESOLVE_BACKOFF) - 1)])
                 n += 1
 
-    def _complete(self, held: Held, spec: JobSpec, record: dict, seconds: float, lag: float) -> None:
+    def _complete(self, held: Held, spec: JobSpec, record: ClaimRecord, seconds: float, lag: float) -> None:
         node = self.node
         held.phase = Phase.COMPLETING
         args = (held.job, held.slot, held.fence, record, held.run_fence)
@@ -423,8 +420,8 @@ class Firing:
                 return
             self.local.leave(held)
             if fut.result():
-                log.info("firing.finished", job=held.job, slot=held.slot, fence=held.fence, state=record["state"],
-                         attempt=record["attempt"], exit_code=record["exit_code"], seconds=seconds,
+                log.info("firing.finished", job=held.job, slot=held.slot, fence=held.fence, state=record.state,
+                         attempt=record.attempt, exit_code=record.exit_code, seconds=seconds,
                          lag_ms=round(lag * 1000, 1))
             else:
                 node.stats["fenced_out"] += 1
@@ -479,7 +476,7 @@ class Firing:
         for held in self.local.select(lambda h: h.unacked is not None):
             args, held.unacked = held.unacked, None
             c = view.claims.get((held.job, held.slot))
-            if c is not None and not c.unfinished and c.data.get("fence") == held.fence:
+            if c is not None and not c.unfinished and c.record.fence == held.fence:
                 self.local.leave(held)  # it had committed
                 continue
             self.claims.complete_async(*args[:4], run_fence=args[4]).add_done_callback(

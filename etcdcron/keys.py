@@ -23,10 +23,46 @@ Slots are Unix seconds, zero-padded to 12 digits so that keys sort by time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 def slot_key(slot: int) -> str:
     return f"{slot:012d}"
+
+
+class Kind(StrEnum):
+    """What a key under the prefix is (its first path segment; see the table above)."""
+
+    JOB = "jobs"
+    NODE = "nodes"
+    CANDIDATE = "leader"
+    CLAIM = "claims"
+    RUNNING = "running"
+    RUNS = "runs"
+    DEGRADE = "control/degrade"
+    KILL = "control/kill"
+    DRAIN = "control/drain"
+    TRIGGER = "control/trigger"
+    BACKFILL = "control/backfill"
+    OTHER = "other"  # backfilled/, chores/, collected/ and anything unknown: the view ignores them
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A key taken apart by :meth:`Keys.parse`, the inverse of the builders."""
+
+    kind: Kind
+    job: str = ""  # JOB, CLAIM, RUNNING, RUNS, KILL, TRIGGER, BACKFILL
+    slot: int = 0  # CLAIM, RUNNING
+    node: str = ""  # NODE, DRAIN
+    ident: str = ""  # BACKFILL: the request id
+
+    @property
+    def firing(self) -> tuple[str, int]:
+        return self.job, self.slot
+
+
+_OTHER = Parsed(Kind.OTHER)
 
 
 @dataclass(frozen=True)
@@ -99,11 +135,38 @@ class Keys:
     def degrade(self) -> str:
         return f"{self.prefix}/control/degrade"
 
-    def split(self, key: str) -> tuple[str, list[str]]:
+    def _split(self, key: str) -> tuple[str, list[str]]:
         """``<prefix>/claims/j/000000000060`` -> ``("claims", ["j", "000000000060"])``."""
         rest = key[len(self.prefix) + 1:]
         kind, _, tail = rest.partition("/")
         return kind, tail.split("/") if tail else []
+
+    def parse(self, key: str) -> Parsed:
+        """Take a key apart: ``keys.parse(keys.claim("j", 60))`` -> ``Parsed(Kind.CLAIM, job="j", slot=60)``.
+        Keys of no known shape parse as ``Kind.OTHER``."""
+        kind, parts = self._split(key)
+        try:
+            if kind == "jobs" and len(parts) == 1:
+                return Parsed(Kind.JOB, job=parts[0])
+            if kind == "nodes" and len(parts) == 1:
+                return Parsed(Kind.NODE, node=parts[0])
+            if kind == "leader" and len(parts) == 1:
+                return Parsed(Kind.CANDIDATE)
+            if kind in ("claims", "running") and len(parts) == 2:
+                return Parsed(Kind(kind), job=parts[0], slot=int(parts[1]))
+            if kind == "runs" and len(parts) == 1:
+                return Parsed(Kind.RUNS, job=parts[0])
+            if kind == "control" and parts == ["degrade"]:
+                return Parsed(Kind.DEGRADE)
+            if kind == "control" and len(parts) == 2 and parts[0] in ("kill", "trigger"):
+                return Parsed(Kind(f"control/{parts[0]}"), job=parts[1])
+            if kind == "control" and len(parts) == 2 and parts[0] == "drain":
+                return Parsed(Kind.DRAIN, node=parts[1])
+            if kind == "control" and len(parts) == 3 and parts[0] == "backfill":
+                return Parsed(Kind.BACKFILL, job=parts[1], ident=parts[2])
+        except ValueError:
+            pass
+        return _OTHER
 
     @property
     def missed_watermark(self) -> str:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from . import store as st
-from .claims import FINAL_STATES
+from .claims import ClaimRecord
+from .states import FINAL, State
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -66,10 +67,6 @@ def add_collected(spec: "JobSpec", ranges: list[list[int]], slots: list[int]) ->
         else:
             out.append([lo, hi])
     return out[-COLLECTED_RANGES:]
-
-
-def _dump(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
 
 class LeaderChores:
@@ -244,16 +241,15 @@ class LeaderChores:
         claims, keys, n = self.node.claims, self.node.keys, 0
         for i in range(0, len(slots), RECORD_BATCH):
             chunk = slots[i:i + RECORD_BATCH]
-            recs = [{"state": "missed", "attempt": 0, "node": None, "recorded_by": self.node.node_id,
-                     "recorded_at": now} for _ in chunk]
-            txns = [([st.version(keys.claim(spec.name, s), "==", 0)], [st.put(keys.claim(spec.name, s), _dump(rec))], [])
-                    for s, rec in zip(chunk, recs)]
+            rec = ClaimRecord.of(State.MISSED, recorded_by=self.node.node_id, recorded_at=now)
+            txns = [([st.version(keys.claim(spec.name, s), "==", 0)], [st.put(keys.claim(spec.name, s), rec.to_json())], [])
+                    for s in chunk]
             results, _ = self.node.store.txn_batch(txns)
-            for slot, rec, res in zip(chunk, recs, results):
+            for slot, res in zip(chunk, results):
                 if not res.succeeded:
                     continue
                 n += 1
-                claims.on_record(spec.name, slot, rec)
+                claims.on_record(spec.name, slot, rec.as_dict())
                 if n <= LOG_EACH:
                     log.warning("firing.missed", job=spec.name, slot=slot, deadline=spec.starting_deadline)
         if n > LOG_EACH:
@@ -271,7 +267,7 @@ class LeaderChores:
         with view.lock:
             by_job: dict[str, list[int]] = defaultdict(list)
             for (job, slot), c in view.claims.items():
-                if c.state in FINAL_STATES:
+                if c.state in FINAL:
                     by_job[job].append(slot)
             specs = {name: spec for name, (spec, _) in view.jobs.items()}
             # a backfill in progress relies on its claims to run each firing once: keep them

@@ -30,7 +30,7 @@ import os
 import socket
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import structlog
 
@@ -47,6 +47,19 @@ SKEW_EVERY = 5.0  # seconds between clock checks against etcd
 STEP_TOLERANCE = 0.25  # seconds the offset wall - monotonic may move before we call it a clock step
 MEASURE_GAP = 0.2  # at least this long between two clock checks, however often they are asked for
 RETRY_AFTER = 0.25  # seconds before a failed keep-alive is tried again (capped at the refresh interval)
+
+
+def leader_of(candidates: Iterable[tuple[int, str]]) -> str | None:
+    """The leader rule (etcd's election recipe): of the candidacies ``(create revision, node id)``,
+    each on its node's lease, the oldest leads."""
+    oldest = min(candidates, default=None)
+    return oldest[1] if oldest else None
+
+
+def serves(info: dict, level: int) -> bool:
+    """The live-node rule: may a node whose registration says ``info`` own firings of ``level``?
+    Not while it drains (or stops) or its clock is skewed."""
+    return level in info.get("levels", (1, 2, 3)) and not info.get("draining") and not info.get("skewed")
 
 
 def measure_skew(store: EtcdStore, clock: Clock) -> tuple[float, float]:

@@ -15,10 +15,13 @@ import structlog
 
 from .claims import Claim
 from .jobs import JobSpec
-from .keys import Keys
+from .keys import Keys, Kind, Parsed
+from .nodes import leader_of, serves
 from .store import KV, Event
 
 log = structlog.get_logger("etcdcron.view")
+
+_CONTROL = frozenset({Kind.DEGRADE, Kind.KILL, Kind.DRAIN, Kind.TRIGGER, Kind.BACKFILL})
 
 
 @dataclass
@@ -57,7 +60,7 @@ class View:
             self.claims.clear(); self.running.clear(); self.running_lease.clear(); self.degrade = {}
             self.kills.clear(); self.drains.clear(); self.triggers.clear(); self.backfills.clear(); self.runs.clear()
             for kv in kvs:
-                self._put(kv)
+                self._put(self.keys.parse(kv.key), kv)
             self.revision = revision
             return Changes(jobs=old_jobs | set(self.jobs), lost=self.lost_runs(), control=True, relisted=True)
 
@@ -66,17 +69,17 @@ class View:
         with self.lock:
             touched: set[tuple[str, int]] = set()
             for ev in events:
-                kind, parts = self.keys.split(ev.kv.key)
-                if kind == "jobs":
-                    ch.jobs.add(parts[0])
-                elif kind == "control":
+                k = self.keys.parse(ev.kv.key)
+                if k.kind is Kind.JOB:
+                    ch.jobs.add(k.job)
+                elif k.kind in _CONTROL:
                     ch.control = True
-                elif kind == "running" and ev.kind == "delete" and len(parts) == 2:
-                    touched.add((parts[0], int(parts[1])))
+                elif k.kind is Kind.RUNNING and ev.kind == "delete":
+                    touched.add(k.firing)
                 if ev.kind == "put":
-                    self._put(ev.kv)
+                    self._put(k, ev.kv)
                 else:
-                    self._delete(kind, parts, ev.kv.key)
+                    self._delete(k, ev.kv.key)
             self.revision = max(self.revision, revision)
             # judged after the whole batch: a completion deletes the running key and finalises the
             # claim in one revision, which is not a loss
@@ -86,64 +89,58 @@ class View:
                     ch.lost.append(c)
         return ch
 
-    def _put(self, kv: KV) -> None:
-        kind, parts = self.keys.split(kv.key)
+    def _put(self, k: Parsed, kv: KV) -> None:
         try:
-            if kind == "jobs" and len(parts) == 1:
-                self.jobs[parts[0]] = (JobSpec.from_json(kv.value), kv.mod_revision)
-            elif kind == "nodes" and len(parts) == 1:
-                self.nodes[parts[0]] = json.loads(kv.value)
-            elif kind == "leader":
+            if k.kind is Kind.JOB:
+                self.jobs[k.job] = (JobSpec.from_json(kv.value), kv.mod_revision)
+            elif k.kind is Kind.NODE:
+                self.nodes[k.node] = json.loads(kv.value)
+            elif k.kind is Kind.CANDIDATE:
                 self.candidates[kv.key] = (kv.create_revision, kv.value.decode())
-            elif kind == "claims" and len(parts) == 2:
-                slot = int(parts[1])
-                self.claims[(parts[0], slot)] = Claim.parse(parts[0], slot, kv.value, kv.mod_revision)
-            elif kind == "running" and len(parts) == 2:
-                self.running[(parts[0], int(parts[1]))] = kv.create_revision
-                self.running_lease[(parts[0], int(parts[1]))] = kv.lease
-            elif kind == "control":
-                self._put_control(parts, kv)
-            elif kind == "runs" and len(parts) == 1:
-                self.runs[parts[0]] = kv.version
+            elif k.kind is Kind.CLAIM:
+                self.claims[k.firing] = Claim.parse(k.job, k.slot, kv.value, kv.mod_revision)
+            elif k.kind is Kind.RUNNING:
+                self.running[k.firing] = kv.create_revision
+                self.running_lease[k.firing] = kv.lease
+            elif k.kind is Kind.RUNS:
+                self.runs[k.job] = kv.version
+            elif k.kind is Kind.DEGRADE:
+                self.degrade = json.loads(kv.value)
+            elif k.kind is Kind.KILL:
+                self.kills[k.job] = kv.mod_revision
+            elif k.kind is Kind.DRAIN:
+                self.drains.add(k.node)
+            elif k.kind is Kind.TRIGGER:
+                self.triggers[k.job] = (kv.mod_revision, json.loads(kv.value))
+            elif k.kind is Kind.BACKFILL:
+                self.backfills[(k.job, k.ident)] = (kv.mod_revision, json.loads(kv.value))
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("view.bad_value", key=kv.key, error=str(exc)[:200])
 
-    def _delete(self, kind: str, parts: list[str], key: str) -> None:
-        if kind == "jobs" and parts:
-            self.jobs.pop(parts[0], None)
-        elif kind == "nodes" and parts:
-            self.nodes.pop(parts[0], None)
-        elif kind == "leader":
+    def _delete(self, k: Parsed, key: str) -> None:
+        if k.kind is Kind.JOB:
+            self.jobs.pop(k.job, None)
+        elif k.kind is Kind.NODE:
+            self.nodes.pop(k.node, None)
+        elif k.kind is Kind.CANDIDATE:
             self.candidates.pop(key, None)
-        elif kind == "claims" and len(parts) == 2:
-            self.claims.pop((parts[0], int(parts[1])), None)
-        elif kind == "running" and len(parts) == 2:
-            self.running.pop((parts[0], int(parts[1])), None)
-            self.running_lease.pop((parts[0], int(parts[1])), None)
-        elif kind == "control" and parts == ["degrade"]:
+        elif k.kind is Kind.CLAIM:
+            self.claims.pop(k.firing, None)
+        elif k.kind is Kind.RUNNING:
+            self.running.pop(k.firing, None)
+            self.running_lease.pop(k.firing, None)
+        elif k.kind is Kind.RUNS:
+            self.runs.pop(k.job, None)
+        elif k.kind is Kind.DEGRADE:
             self.degrade = {}
-        elif kind == "control" and len(parts) == 2 and parts[0] == "kill":
-            self.kills.pop(parts[1], None)
-        elif kind == "control" and len(parts) == 2 and parts[0] == "drain":
-            self.drains.discard(parts[1])
-        elif kind == "control" and len(parts) == 2 and parts[0] == "trigger":
-            self.triggers.pop(parts[1], None)
-        elif kind == "control" and len(parts) == 3 and parts[0] == "backfill":
-            self.backfills.pop((parts[1], parts[2]), None)
-        elif kind == "runs" and parts:
-            self.runs.pop(parts[0], None)
-
-    def _put_control(self, parts: list[str], kv: KV) -> None:
-        if parts == ["degrade"]:
-            self.degrade = json.loads(kv.value)
-        elif len(parts) == 2 and parts[0] == "kill":
-            self.kills[parts[1]] = kv.mod_revision
-        elif len(parts) == 2 and parts[0] == "drain":
-            self.drains.add(parts[1])
-        elif len(parts) == 2 and parts[0] == "trigger":
-            self.triggers[parts[1]] = (kv.mod_revision, json.loads(kv.value))
-        elif len(parts) == 3 and parts[0] == "backfill":
-            self.backfills[(parts[1], parts[2])] = (kv.mod_revision, json.loads(kv.value))
+        elif k.kind is Kind.KILL:
+            self.kills.pop(k.job, None)
+        elif k.kind is Kind.DRAIN:
+            self.drains.discard(k.node)
+        elif k.kind is Kind.TRIGGER:
+            self.triggers.pop(k.job, None)
+        elif k.kind is Kind.BACKFILL:
+            self.backfills.pop((k.job, k.ident), None)
 
     # --- queries
     def lost_runs(self) -> list[Claim]:
@@ -152,14 +149,11 @@ class View:
 
     def leader(self) -> str | None:
         with self.lock:
-            if not self.candidates:
-                return None
-            return min(self.candidates.values())[1]
+            return leader_of(self.candidates.values())
 
     def eligible(self, level: int) -> list[str]:
         with self.lock:
-            return [nid for nid, info in self.nodes.items()
-                    if level in info.get("levels", (1, 2, 3)) and not info.get("draining") and not info.get("skewed")]
+            return [nid for nid, info in self.nodes.items() if serves(info, level)]
 
     def job(self, name: str) -> tuple[JobSpec, int] | None:
         with self.lock:

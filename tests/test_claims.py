@@ -210,3 +210,15 @@ def test_completions_of_one_firing_never_share_a_batch(store, keys):
         assert sorted(f.result(10) for f in twice) == [False, True]
     finally:
         gated.close()
+
+
+def test_claim_record_round_trips_and_keeps_unknown_fields():
+    """ClaimRecord: JSON round trip; None fields are not stored; unknown fields survive; a bad value parses as state '?'."""
+    from etcdcron.claims import ClaimRecord
+    from etcdcron.states import State
+
+    rec = ClaimRecord.of("interrupted", attempt=2, node="n1", fence=9, killed_by="shutdown", level=3)
+    assert rec.state is State.INTERRUPTED and rec.extra == {"level": 3}
+    raw = rec.to_json()
+    assert b"exit_code" not in raw and ClaimRecord.from_json(raw) == rec
+    assert Claim.parse("j", 1, b"not json", 5).state == "?"

@@ -1,0 +1,116 @@
+"""The timer's decisions, pure: no etcd, no clock, no sleeping — a view loaded from key-values."""
+
+from __future__ import annotations
+
+import json
+
+from etcdcron.claims import Claim, rank
+from etcdcron.decide import ClaimNow, Entry, Me, Schedule, Submit, Task, claim_time, decide, start_time
+from etcdcron.jobs import make_spec
+from etcdcron.keys import Keys
+from etcdcron.store import KV
+from etcdcron.view import View
+
+K = Keys("/d")
+T = 1_800_000_000
+
+
+def _view(*specs, nodes=("n1", "n2", "n3"), claims=(), running=()) -> View:
+    kvs, rev = [], 10
+    for spec in specs:
+        kvs.append(KV(K.job(spec.name), spec.to_json(), rev, rev, 1, 0))
+        rev += 1
+    for n in nodes:
+        kvs.append(KV(K.node(n), json.dumps({"id": n, "levels": [1, 2, 3]}).encode(), rev, rev, 1, 7))
+        rev += 1
+    for job, slot, state in claims:
+        kvs.append(KV(K.claim(job, slot), json.dumps({"state": state, "attempt": 1, "node": "n9"}).encode(), rev, rev, 1, 0))
+        rev += 1
+    for job, slot in running:
+        kvs.append(KV(K.running(job, slot), b"n9", rev, rev, 1, 9))
+        rev += 1
+    v = View(K)
+    v.load(kvs, rev)
+    return v
+
+
+def _fire(v: View, job: str, slot: int, gen: int = 1) -> Entry:
+    return Entry(0.0, 0, Task.FIRE, job, slot, v.job(job)[1], gen=gen)
+
+
+def _owner(job: str, slot: int, nodes=("n1", "n2", "n3")) -> list[str]:
+    return rank(f"{job}|{slot}", nodes)
+
+
+def test_owner_claims_now_and_chains_the_next_firing():
+    """The first node in the rendezvous order claims; every node chains the next FIRE at its claim time."""
+    spec = make_spec("j", "* * * * * *", builtin="noop")
+    v = _view(spec)
+    order = _owner("j", T)
+    for r, node in enumerate(order):
+        acts = decide(_fire(v, "j", T), v, Me(node, True), gen=1)
+        assert Schedule(claim_time(spec, T + 1, 0.2), Task.FIRE, "j", T + 1, v.job("j")[1], gen=1) in acts
+        if r == 0:
+            assert ClaimNow(spec, v.job("j")[1], T) in acts
+        else:
+            assert Schedule(start_time(spec, T) + r * 0.4, Task.CHECK, "j", T, v.job("j")[1]) in acts
+            assert not any(isinstance(a, ClaimNow) for a in acts)
+
+
+def test_ineligible_node_neither_claims_nor_checks():
+    """A draining, stopping or skewed node takes no part in the order, though its registration still shows."""
+    spec = make_spec("j", "* * * * * *", builtin="noop")
+    v = _view(spec)
+    owner = _owner("j", T)[0]
+    acts = decide(_fire(v, "j", T), v, Me(owner, False), gen=1)
+    assert [a.kind for a in acts if isinstance(a, Schedule)] == [Task.FIRE]
+    assert not any(isinstance(a, ClaimNow) for a in acts)
+
+
+def test_superseded_chain_paused_or_changed_job_does_nothing():
+    """A FIRE of an older generation or of an older spec, or of a paused job, decides nothing."""
+    spec = make_spec("j", "* * * * * *", builtin="noop")
+    v = _view(spec)
+    owner = _owner("j", T)[0]
+    assert decide(_fire(v, "j", T, gen=1), v, Me(owner, True), gen=2) == []
+    stale = Entry(0.0, 0, Task.FIRE, "j", T, v.job("j")[1] - 1, gen=1)
+    assert decide(stale, v, Me(owner, True), gen=1) == []
+    paused = _view(spec.replace(paused=True))
+    assert decide(_fire(paused, "j", T), paused, Me(owner, True), gen=1) == []
+
+
+def test_check_claims_an_unclaimed_firing_of_the_job_as_it_is_now():
+    """A takeover CHECK claims if nobody has, under the current spec (even if it changed), and only
+    a firing the current spec still has."""
+    spec = make_spec("j", "*/2 * * * * *", builtin="noop")
+    v = _view(spec)
+    check = Entry(0.0, 0, Task.CHECK, "j", T, 1)  # made for an older revision
+    assert decide(check, v, Me("n1", True)) == [ClaimNow(spec, v.job("j")[1], T)]
+    assert decide(Entry(0.0, 0, Task.CHECK, "j", T + 1, 1), v, Me("n1", True)) == [], "not a firing of the job"
+    claimed = _view(spec, claims=[("j", T, "running")])
+    assert decide(check, claimed, Me("n1", True)) == []
+
+
+def test_recover_only_a_run_still_lost_as_it_was_seen():
+    """RECOVER submits the recovery while the record is unchanged and no running key exists."""
+    spec = make_spec("j", "* * * * * *", builtin="noop")
+    v = _view(spec, claims=[("j", T, "running")])
+    lost = v.claims[("j", T)]
+    e = Entry(0.0, 0, Task.RECOVER, "j", T, v.job("j")[1], claim=lost)
+    assert decide(e, v, Me("n1", True)) == [Submit(Task.RECOVER, (spec, v.job("j")[1], lost))]
+    alive = _view(spec, claims=[("j", T, "running")], running=[("j", T)])
+    assert decide(e, alive, Me("n1", True)) == []
+    moved = Claim.parse("j", T, b'{"state":"running"}', lost.mod_revision - 1)
+    assert decide(Entry(0.0, 0, Task.RECOVER, "j", T, v.job("j")[1], claim=moved), v, Me("n1", True)) == []
+
+
+def test_start_and_trigger_entries():
+    """START always runs (the firing is claimed); a TRIGGER only while its request is the one scheduled."""
+    spec = make_spec("j", "@yearly", builtin="noop")
+    v = _view(spec)
+    start = Entry(0.0, 0, Task.START, "j", T, 0, extra=(spec, 42, "schedule"))
+    assert decide(start, v, Me("n1", False)) == [Submit(Task.START, (spec, T, 42, "schedule"))]
+    v.triggers["j"] = (77, {"at": T})
+    assert decide(Entry(0.0, 0, Task.TRIGGER, "j", T, v.job("j")[1], extra=(77,)), v, Me("n1", True)) == \
+        [Submit(Task.TRIGGER, (spec, v.job("j")[1], 77, {"at": T}))]
+    assert decide(Entry(0.0, 0, Task.TRIGGER, "j", T, v.job("j")[1], extra=(76,)), v, Me("n1", True)) == []
