@@ -3,9 +3,10 @@
 
     python bench/failover.py [--jobs 30] [--rounds 5] [--nodes 3] [--ttl 3] [--out docs/scale.md]
 
-A real etcd (``EmbeddedEtcd``, temp dir, loopback), ``--nodes`` ``cli.py serve`` processes, ``--jobs``
-jobs ``* * * * * *`` running the builtin ``ledger`` (``--concurrency allow``), which appends
-{job, slot, node, fence, attempt, start} per run to a shared file. Each round SIGKILLs one node (a
+A real etcd (one member, temp dir, loopback), ``--nodes`` ``cli.py serve`` processes (both started
+with ``etcdcron.testing``), ``--jobs`` jobs ``* * * * * *`` running the builtin ``ledger``
+(``--concurrency allow``), which appends {job, slot, node, fence, attempt, start} per run to a
+shared file. Each round SIGKILLs one node (a
 different victim each round, at a different offset inside the second), waits, restarts it under the
 same node id and lets the cluster settle before the next round.
 
@@ -43,41 +44,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from firing_lag import CODE, ROOT, describe_work_tree, log, machine, pct, read_ledger, sleep_until, wait_for  # noqa: E402
+from firing_lag import CODE, ROOT, STOP_WAIT, describe_work_tree, log, machine, pct, sleep_until  # noqa: E402
 
 sys.path.insert(0, str(CODE))
+
+from etcdcron.nodes import wait_for  # noqa: E402
 
 LATE = 0.25  # a firing later than this waited for a takeover (rank 1 checks at slot + 0.4 s)
 CLAIM_AHEAD = 0.2  # NodeConfig.claim_ahead (read from the package below when present)
 TAKEOVER = 0.4
 
 
-def start_node(nid: str, endpoint: str, prefix: str, work: Path, extra: list[str] | None = None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(CODE))
-    env.pop("ETCDCRON_ETCD", None)
-    env.pop("ETCDCRON_PREFIX", None)
-    with open(work / f"{nid}.log", "ab") as logf:
-        return subprocess.Popen([sys.executable, str(CODE / "cli.py"), "serve", "--etcd", endpoint, "--prefix", prefix,
-                                 "--node-id", nid, "--workers", "32", "--grace", "5", *(extra or [])],
-                                env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(ROOT))
+def log_sigkill(nid: str, p: subprocess.Popen) -> None:
+    """``Cluster.stop_nodes``'s ``on_kill``: say which node ignored SIGTERM."""
+    log(f"node {nid} (pid {p.pid}) ignored SIGTERM for {STOP_WAIT:g}s: SIGKILL")
 
 
-def stop_nodes(procs: dict[str, subprocess.Popen], wait: float = 15.0) -> dict[str, int | None]:
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    end = time.monotonic() + wait
-    for nid, p in procs.items():
-        try:
-            p.wait(timeout=max(0.1, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log(f"node {nid} (pid {p.pid}) ignored SIGTERM for {wait:g}s: SIGKILL")
-            p.kill()
-            p.wait()
-    return {nid: p.returncode for nid, p in procs.items()}
-
-
-def analyse_round(lines: list[dict], jobs: list[str], nodes: list[str], victim: str, t_kill: float,
+def analyse_round(lines: list, jobs: list[str], nodes: list[str], victim: str, t_kill: float,
                   ttl: float, rank, t_gone: float = float("nan")) -> dict:
     lo_slot = math.ceil(t_kill - CLAIM_AHEAD)  # the victim may already hold claims for these
     hi_slot = math.floor(t_kill + ttl + 2)  # after its lease expires the owner set no longer has it
@@ -86,12 +69,12 @@ def analyse_round(lines: list[dict], jobs: list[str], nodes: list[str], victim: 
     attempts: dict[tuple[str, int], int] = {}
     by_job: dict[str, list[float]] = defaultdict(list)
     for ln in lines:
-        ident = (ln["job"], int(ln["slot"]))
-        by_job[ln["job"]].append(ln["start"])
+        ident = (ln.job, ln.slot)
+        by_job[ln.job].append(ln.at)
         if lo_slot - 1 <= ident[1] <= hi_slot + 5:
             runs[ident] += 1
-            attempts[ident] = max(attempts.get(ident, 1), int(ln.get("attempt", 1)))
-            first_start[ident] = min(first_start.get(ident, ln["start"]), ln["start"])
+            attempts[ident] = max(attempts.get(ident, 1), ln.attempt)
+            first_start[ident] = min(first_start.get(ident, ln.at), ln.at)
     owned = [(j, s) for s in range(lo_slot, hi_slot + 1) for j in jobs if rank(f"{j}|{s}", nodes)[0] == victim]
     lags, missing = [], 0
     for ident in owned:
@@ -127,12 +110,8 @@ def analyse_round(lines: list[dict], jobs: list[str], nodes: list[str], victim: 
 
 
 def run(opts, work: Path) -> tuple[list[dict], dict]:
-    from etcdcron.admin import Admin
     from etcdcron.claims import rank
-    from etcdcron.embedded import EmbeddedEtcd
-    from etcdcron.jobs import make_spec
-    from etcdcron.keys import Keys
-    from etcdcron.store import EtcdStore
+    from etcdcron.testing import Cluster, EtcdCluster, read_ledger
 
     global CLAIM_AHEAD, TAKEOVER
     try:
@@ -140,47 +119,32 @@ def run(opts, work: Path) -> tuple[list[dict], dict]:
         CLAIM_AHEAD, TAKEOVER = NodeConfig("x").claim_ahead, NodeConfig("x").takeover
     except Exception:  # noqa: BLE001 - older trees
         pass
-    ledger = work / "ledger.jsonl"
     prefix = "/bench-failover"
-    etcd = EmbeddedEtcd(work / "etcd-data", log_path=work / "etcd.log")
-    etcd.start()
-    procs: dict[str, subprocess.Popen] = {}
-    retired: list[subprocess.Popen] = []
-    store = None
+    etcd = EtcdCluster(work / "etcd", size=1).start()
+    cluster = None
     kills: list[tuple[str, float, list[str]]] = []
-    extra = ["--ttl", str(opts.ttl)]
+    node_args = {"ttl": opts.ttl, "grace": 5}
+    workers = ("--workers", "32")
     try:
-        store = EtcdStore(etcd.endpoint)
+        cluster = Cluster(etcd.endpoints, prefix, work, code=CODE)
+        store, keys, procs = cluster.store, cluster.keys, cluster.procs
         version = store.status()["version"]
-        keys = Keys(prefix)
-        ids = [f"b{i + 1}" for i in range(opts.nodes)]
-        for nid in ids:
-            procs[nid] = start_node(nid, etcd.endpoint, prefix, work, extra)
-
-        def live() -> set[str]:
-            kvs, _ = store.get_prefix(keys.nodes)
-            return {kv.key.rsplit("/", 1)[1] for kv in kvs}
-
-        if not wait_for(lambda: set(ids) <= live(), 30):
-            raise RuntimeError(f"nodes did not register; logs in {work}")
-        admin = Admin(store, keys)
+        ids = cluster.start_nodes([f"b{i + 1}" for i in range(opts.nodes)], workers, timeout=30, **node_args)
         jobs = [f"f{i:03d}" for i in range(opts.jobs)]
         for j in jobs:
-            admin.put_job(make_spec(j, "* * * * * *", builtin="ledger", args={"path": str(ledger)},
-                                    concurrency="allow", active_since=time.time()))
+            cluster.admin.put_job(cluster.ledger_spec(j, "* * * * * *", concurrency="allow", active_since=time.time()))
         log(f"{len(ids)} nodes, {len(jobs)} jobs every second; warm-up {opts.warmup:g}s")
         time.sleep(opts.warmup)
         offsets = [0.9, 0.5, 0.1, 0.85, 0.3, 0.95, 0.7][: opts.rounds] + [0.5] * max(0, opts.rounds - 7)
         for r in range(opts.rounds):
             victim = ids[r % len(ids)]
-            nodes_before = sorted(live())
+            nodes_before = sorted(cluster.live())
             base = math.floor(time.time()) + 1
             sleep_until(base + offsets[r])
             p = procs[victim]
             t_kill = time.time()
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
-            retired.append(p)
             # when etcd expires the victim's lease: its nodes/<id> key goes (polled every 20 ms)
             t_gone = float("nan")
             while time.time() < t_kill + opts.ttl + 5:
@@ -192,20 +156,20 @@ def run(opts, work: Path) -> tuple[list[dict], dict]:
             log(f"round {r + 1}: SIGKILL {victim} (pid {p.pid}) at +{t_kill - math.floor(t_kill):.2f}s of the second; "
                 f"lease gone {t_gone - t_kill:.2f}s later")
             time.sleep(max(0.0, t_kill + opts.ttl + 5 - time.time()))
-            procs[victim] = start_node(victim, etcd.endpoint, prefix, work, extra)
-            if not wait_for(lambda: victim in live(), 30):
+            cluster.start(victim, *workers, **node_args)
+            if not wait_for(lambda: victim in cluster.live(), 30):
                 raise RuntimeError(f"{victim} did not come back; logs in {work}")
             time.sleep(opts.settle)
         time.sleep(2)
     finally:
-        codes = stop_nodes(procs) if procs else {}
-        if store is not None:
-            store.close()
+        codes = cluster.stop_nodes(STOP_WAIT, log_sigkill) if cluster is not None else {}
+        if cluster is not None:
+            cluster.close()
         etcd.stop()
-    lines = read_ledger(ledger)
+    lines = read_ledger(cluster.ledger)
     rounds = [analyse_round(lines, jobs, nodes, v, t, opts.ttl, rank, gone) for v, t, nodes, gone in kills]
     # duplicates over the whole run (any job, any slot), as a sanity check of exactly-once
-    c = Counter((ln["job"], ln["slot"]) for ln in lines)
+    c = Counter((ln.job, ln.slot) for ln in lines)
     notes = {"etcd": version, "exit_codes": codes, "runs": len(lines),
              "duplicates_all": sum(1 for v in c.values() if v > 1)}
     return rounds, notes

@@ -6,8 +6,8 @@
 *Firing lag* = actual start of a run - its scheduled instant. For a rate R we register R jobs that
 each fire every second (``* * * * * *``), so R firings are due at the top of every second.
 
-etcdcron: a real etcd (``EmbeddedEtcd``, temp data dir, free loopback ports), ``--nodes`` processes
-of ``cli.py serve``, R jobs running the builtin ``ledger`` job, which appends one JSON line per run
+etcdcron: a real etcd (one member, temp data dir, free loopback ports), ``--nodes`` processes
+of ``cli.py serve`` (both started with ``etcdcron.testing``), R jobs running the builtin ``ledger`` job, which appends one JSON line per run
 ({job, slot, node, fence, attempt, start}) to a shared file. Lag = start - slot.
 
 APScheduler 3: one process (this script re-run with a hidden flag), a ``BackgroundScheduler``, R
@@ -27,6 +27,7 @@ Only loopback traffic; every process started here is stopped here, by its PID.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -34,7 +35,6 @@ import platform
 import resource
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -51,7 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE = Path(os.environ.get("ETCDCRON_BENCH_CODE") or ROOT)
 sys.path.insert(0, str(CODE))
 
-from etcdcron.nodes import wait_for  # noqa: E402  (after the path of the code under test)
+# This process's etcdcron (the harness: etcdcron.testing, the admin client) is CODE's, imported now:
+# --rev later exports another revision for the nodes to run, and the harness stays this one.
+importlib.import_module("etcdcron")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STOP_WAIT = 15.0  # seconds a node gets to stop after SIGTERM before it is killed
@@ -94,39 +96,26 @@ class Result:
                 "mean": sum(s) / len(s) if s else float("nan")}
 
 
-def read_ledger(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                out.append(json.loads(raw))
-            except ValueError:
-                pass  # a torn last line while the writers still run
-    return out
-
-
-def score(res: Result, lines: list[dict], jobs: list[str]) -> Result:
-    """Fill ``res`` from ledger lines: lag of every run whose slot lies in the window."""
+def score(res: Result, lines: list, jobs: list[str]) -> Result:
+    """Fill ``res`` from ledger lines (``etcdcron.testing.Line``): lag of every run whose slot lies in the window."""
     wanted = set(jobs)
     seen: Counter = Counter()
     first_start: dict[tuple[str, int], float] = {}
     per_node: Counter = Counter()
     started_in_window = 0
     for ln in lines:
-        slot = int(ln["slot"])
-        if res.first <= ln["start"] < res.last + 1:
+        slot = ln.slot
+        if res.first <= ln.at < res.last + 1:
             started_in_window += 1
-        if not (res.first <= slot <= res.last) or ln["job"] not in wanted:
+        if not (res.first <= slot <= res.last) or ln.job not in wanted:
             continue
-        ident = (ln["job"], slot)
+        ident = (ln.job, slot)
         seen[ident] += 1
         res.runs += 1
-        res.retried += int(ln.get("attempt", 1)) > 1
-        per_node[ln["node"]] += 1
-        if ident not in first_start or ln["start"] < first_start[ident]:
-            first_start[ident] = ln["start"]
+        res.retried += ln.attempt > 1
+        per_node[ln.node] += 1
+        if ident not in first_start or ln.at < first_start[ident]:
+            first_start[ident] = ln.at
     res.expected = len(jobs) * (res.last - res.first + 1)
     res.executed = len(seen)
     res.duplicates = sum(1 for n in seen.values() if n > 1)
@@ -189,7 +178,11 @@ def window_after(t: float, warmup: float, seconds: int) -> tuple[int, int]:
 
 
 def wait_drained(path: Path, first: int, last: int, expected: int, drain: float) -> None:
-    """After the window: wait until every firing of it has a ledger line, or ``drain`` seconds."""
+    """After the window: wait until every firing of it has a ledger line, or ``drain`` seconds.
+
+    Tails the builtin ledger's JSON lines itself rather than with ``etcdcron.testing``: it also runs in
+    the APScheduler child, whose ``etcdcron`` is the code under test (with ``--rev`` a revision that
+    may predate ``etcdcron.testing``)."""
     sleep_until(last + 1.0)
     end = time.time() + drain
     offset, got = 0, set()
@@ -247,52 +240,27 @@ def parse_node_log(path: Path, first: int, last: int) -> dict:
 
 
 def run_etcdcron(rate: int, opts, tmp: Path) -> Result:
-    from etcdcron.admin import Admin
-    from etcdcron.embedded import EmbeddedEtcd
-    from etcdcron.jobs import make_spec
-    from etcdcron.keys import Keys
-    from etcdcron.store import EtcdStore
+    from etcdcron.testing import Cluster, EtcdCluster, read_ledger
 
     work = tmp / f"etcdcron-{rate}"
     work.mkdir(parents=True)
-    ledger = work / "ledger.jsonl"
     prefix = f"/bench-{rate}"
-    etcd = EmbeddedEtcd(work / "etcd-data", log_path=work / "etcd.log")
-    procs: dict[str, subprocess.Popen] = {}
-    store = None
     log(f"[etcdcron {rate}/s] starting etcd")
-    etcd.start()
+    etcd = EtcdCluster(work / "etcd", size=1).start()
+    cluster = None
     try:
-        store = EtcdStore(etcd.endpoint)
+        cluster = Cluster(etcd.endpoints, prefix, work, code=CODE)
+        store, ledger, procs = cluster.store, cluster.ledger, cluster.procs
         etcd_version = store.status()["version"]
-        keys = Keys(prefix)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(CODE))
-        env.pop("ETCDCRON_ETCD", None)
-        env.pop("ETCDCRON_PREFIX", None)
-        ids = [f"b{i + 1}" for i in range(opts.nodes)]
-        for nid in ids:
-            with open(work / f"{nid}.log", "ab") as logf:
-                procs[nid] = subprocess.Popen(
-                    [sys.executable, str(CODE / "cli.py"), "serve", "--etcd", etcd.endpoint, "--prefix", prefix,
-                     "--node-id", nid, "--workers", str(opts.workers), "--grace", "5"],
-                    env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(ROOT))
-
-        def live() -> set[str]:
-            kvs, _ = store.get_prefix(keys.nodes)
-            return {kv.key.rsplit("/", 1)[1] for kv in kvs}
-
-        if not wait_for(lambda: set(ids) <= live(), 30):
-            dead = {n: p.poll() for n, p in procs.items() if p.poll() is not None}
-            raise RuntimeError(f"nodes did not register (live: {sorted(live())}, exited: {dead}); logs in {work}")
+        ids = cluster.start_nodes([f"b{i + 1}" for i in range(opts.nodes)], ("--workers", str(opts.workers)),
+                                  ttl=None, grace=5, timeout=30)
         log(f"[etcdcron {rate}/s] {len(ids)} nodes up; registering {rate} jobs")
 
-        admin = Admin(store, keys)
         jobs = [f"j{i:04d}" for i in range(1, rate + 1)]
         t_reg = time.time()
 
         def register(name: str) -> None:
-            admin.put_job(make_spec(name, "* * * * * *", builtin="ledger", args={"path": str(ledger)},
-                                    active_since=time.time()))
+            cluster.admin.put_job(cluster.ledger_spec(name, "* * * * * *", active_since=time.time()))
 
         with _Pool(8) as pool:
             list(pool.map(register, jobs))
@@ -302,36 +270,32 @@ def run_etcdcron(rate: int, opts, tmp: Path) -> Result:
         log(f"[etcdcron {rate}/s] jobs registered in {reg_seconds:.1f}s; warm-up, then window "
             f"{_hms(first)}..{_hms(last)} ({opts.seconds} slots)")
 
-        pids = {**{nid: p.pid for nid, p in procs.items()}, "etcd": etcd.proc.pid}
+        member = etcd.members[0]
+        pids = {**{nid: p.pid for nid, p in procs.items()}, "etcd": member.proc.pid}
         sleep_until(first)
-        cpu0, t0, m0 = {k: cpu_seconds(v) for k, v in pids.items()}, time.monotonic(), etcd_metrics(etcd.endpoint)
+        cpu0, t0, m0 = {k: cpu_seconds(v) for k, v in pids.items()}, time.monotonic(), etcd_metrics(member.endpoint)
         sleep_until(last + 1.0)
-        cpu1, t1, m1 = {k: cpu_seconds(v) for k, v in pids.items()}, time.monotonic(), etcd_metrics(etcd.endpoint)
+        cpu1, t1, m1 = {k: cpu_seconds(v) for k, v in pids.items()}, time.monotonic(), etcd_metrics(member.endpoint)
         load = open("/proc/loadavg").read().split()[:3]
         wait_drained(ledger, first, last, rate * opts.seconds, opts.drain)
         for k in pids:
             if cpu0[k] is not None and cpu1[k] is not None:
                 res.cpu[k] = round(100.0 * (cpu1[k] - cpu0[k]) / (t1 - t0), 1)
-        claims_total = store.count_prefix(keys.claims())
+        claims_total = store.count_prefix(cluster.keys.claims())
         status = store.status()
     finally:
         stop_started = time.monotonic()
         ignored_sigterm = []
-        for nid, p in procs.items():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for nid, p in procs.items():
-            try:
-                p.wait(timeout=max(0.1, stop_started + STOP_WAIT - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"[etcdcron {rate}/s] node {nid} (pid {p.pid}) still running {STOP_WAIT:g}s after SIGTERM; "
-                    f"killing it (SIGKILL)")
-                ignored_sigterm.append(nid)
-                p.kill()
-                p.wait()
+
+        def on_kill(nid: str, p: subprocess.Popen) -> None:
+            log(f"[etcdcron {rate}/s] node {nid} (pid {p.pid}) still running {STOP_WAIT:g}s after SIGTERM; "
+                f"killing it (SIGKILL)")
+            ignored_sigterm.append(nid)
+
+        exit_codes = cluster.stop_nodes(STOP_WAIT, on_kill) if cluster is not None else {}
         stop_seconds = time.monotonic() - stop_started
-        if store is not None:
-            store.close()
+        if cluster is not None:
+            cluster.close()
         etcd.stop()
 
     score(res, read_ledger(ledger), jobs)
@@ -339,7 +303,7 @@ def run_etcdcron(rate: int, opts, tmp: Path) -> Result:
     res.notes = {
         "etcd_version": etcd_version, "register_seconds": round(reg_seconds, 2),
         "stop_seconds": round(stop_seconds, 2), "loadavg": load, "nodes": nodes,
-        "exit_codes": {nid: p.returncode for nid, p in procs.items()}, "ignored_sigterm": ignored_sigterm,
+        "exit_codes": exit_codes, "ignored_sigterm": ignored_sigterm,
         "etcd_window": {k: round(m1[k] - m0.get(k, 0.0), 3) for k in m1},
         "claims_in_etcd_at_end": claims_total, "etcd_revision_at_end": status["revision"],
         "etcd_db_bytes": status["db_size"], "workdir": str(work),
@@ -371,6 +335,8 @@ def run_apscheduler(rate: int, opts, tmp: Path) -> Result:
     if proc.returncode != 0:
         raise RuntimeError(f"APScheduler child failed ({proc.returncode}): "
                            f"{(work / 'child.log').read_text(errors='replace')[-800:]}")
+    from etcdcron.testing import read_ledger
+
     info = json.loads(out.strip().splitlines()[-1])
     res = Result("APScheduler", rate, info["first"], info["last"])
     score(res, read_ledger(ledger), info["jobs"])

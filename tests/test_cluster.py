@@ -7,8 +7,7 @@ import signal
 import time
 
 from etcdcron.nodes import wait_for
-
-from .cluster import assert_exactly_once
+from etcdcron.testing import assert_exactly_once
 
 
 def _window(seconds: float) -> tuple[int, int]:

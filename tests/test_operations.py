@@ -10,8 +10,7 @@ import uuid
 import pytest
 
 from etcdcron.nodes import wait_for
-
-from .cluster import Cluster
+from etcdcron.testing import Cluster
 
 
 @pytest.fixture(scope="module")

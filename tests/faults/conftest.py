@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from .etcd3 import EtcdCluster
-from .harness import FaultCluster
+from etcdcron.testing import Cluster, EtcdCluster
+
 from .proxy import TcpProxy
 
 
@@ -47,11 +47,11 @@ def proxies():
 
 @pytest.fixture
 def make_cluster(tmp_path):
-    """``make_cluster(endpoints)`` -> a FaultCluster (fresh key prefix); its node processes stopped at the end."""
-    made: list[FaultCluster] = []
+    """``make_cluster(endpoints)`` -> a Cluster (fresh key prefix); its node processes stopped at the end."""
+    made: list[Cluster] = []
 
-    def make(endpoints: str) -> FaultCluster:
-        c = FaultCluster(endpoints, f"/f-{uuid.uuid4().hex[:10]}", tmp_path)
+    def make(endpoints: str) -> Cluster:
+        c = Cluster(endpoints, f"/f-{uuid.uuid4().hex[:10]}", tmp_path)
         made.append(c)
         return c
     yield make

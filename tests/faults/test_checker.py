@@ -3,14 +3,14 @@ fail proves nothing)."""
 
 from __future__ import annotations
 
-from .checker import Record, Run, Scenario, check
+from etcdcron.testing import Line, Record, Scenario, check
 
 T = 1_000
 
 
 def _ok(job="j", slot=T, node="n1", fence=10, attempt=1, at=None):
     at = slot + 0.01 if at is None else at
-    return [Run("start", job, slot, node, fence, attempt, at), Run("end", job, slot, node, fence, attempt, at + 0.1)]
+    return [Line("start", job, slot, node, fence, attempt, at), Line("end", job, slot, node, fence, attempt, at + 0.1)]
 
 
 def _rec(job="j", slot=T, state="succeeded", node="n1", fence=10, attempt=1):
@@ -37,7 +37,7 @@ def test_clean_run_passes():
 
 def test_recovered_crash_passes():
     """A run lost with a killed node and rerun with attempt 2 and a higher fence is correct."""
-    ledger = [Run("start", "j", T, "n1", 10, 1, T + 0.1)] + _ok(node="n2", fence=20, attempt=2, at=T + 4)
+    ledger = [Line("start", "j", T, "n1", 10, 1, T + 0.1)] + _ok(node="n2", fence=20, attempt=2, at=T + 4)
     assert check(ledger, [_rec(node="n2", fence=20, attempt=2)], _sc(disturbed={"n1"})) == []
 
 
@@ -55,7 +55,7 @@ def test_rerun_of_an_undisturbed_run_is_caught():
 
 def test_fences_that_do_not_rise_are_caught():
     """A later run under a lower fence (a stale claim acting) is caught."""
-    ledger = [Run("start", "j", T, "n1", 20, 1, T + 0.1)] + _ok(node="n2", fence=10, attempt=2, at=T + 4)
+    ledger = [Line("start", "j", T, "n1", 20, 1, T + 0.1)] + _ok(node="n2", fence=10, attempt=2, at=T + 4)
     out = check(ledger, [_rec(node="n2", fence=10, attempt=2)], _sc(disturbed={"n1"}))
     assert any(v.startswith("one-winner") and "must rise" in v for v in out), out
 
@@ -100,13 +100,13 @@ def test_not_run_record_of_a_run_firing_is_caught():
 
 def test_lost_run_not_rerun_is_caught():
     """A run that never ended and was not rerun breaks crash recovery."""
-    ledger = [Run("start", "j", T, "n1", 10, 1, T + 0.1)]
+    ledger = [Line("start", "j", T, "n1", 10, 1, T + 0.1)]
     _only(check(ledger, [_rec()], _sc(disturbed={"n1"})), "crash-recovery")
 
 
 def test_at_most_once_job_is_recorded_lost_and_not_rerun():
     """With on-node-loss skip the lost run is recorded `lost`, and a rerun is caught."""
-    ledger = [Run("start", "j", T, "n1", 10, 1, T + 0.1)]
+    ledger = [Line("start", "j", T, "n1", 10, 1, T + 0.1)]
     lost = _rec(state="lost")
     assert check(ledger, [lost], _sc(disturbed={"n1"}, skip_on_loss={"j"})) == []
     rerun = ledger + _ok(node="n2", fence=20, attempt=2, at=T + 4)
@@ -116,7 +116,7 @@ def test_at_most_once_job_is_recorded_lost_and_not_rerun():
 
 def test_doubled_completion_is_caught():
     """Two completions under one fence, or a completion under a fence never started, are caught."""
-    ledger = _ok() + [Run("end", "j", T, "n1", 10, 1, T + 0.5)]
+    ledger = _ok() + [Line("end", "j", T, "n1", 10, 1, T + 0.5)]
     _only(check(ledger, [_rec()], _sc()), "doubled-completion")
-    ledger = _ok() + [Run("end", "j", T, "n2", 99, 1, T + 0.5)]
+    ledger = _ok() + [Line("end", "j", T, "n2", 99, 1, T + 0.5)]
     _only(check(ledger, [_rec()], _sc()), "doubled-completion")

@@ -6,8 +6,8 @@ import json
 import time
 
 from etcdcron.nodes import wait_for
+from etcdcron.testing import Scenario
 
-from .checker import Scenario
 from .harness import due, scale
 
 

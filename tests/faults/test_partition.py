@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from etcdcron.nodes import wait_for
+from etcdcron.testing import Scenario
 
-from .checker import Scenario
 from .harness import due, scale
 
 TTL = 3

@@ -10,14 +10,13 @@ from collections import defaultdict
 from etcdcron.claims import unit_hash
 from etcdcron.executor import KILL_GRACE
 from etcdcron.nodes import wait_for
+from etcdcron.testing import Line, Scenario
 
-from ..cluster import LEDGER_CMD, Line
-from .checker import Scenario
 from .harness import due, scale
 
 GRACE = 2.0
-# A job that outlives the grace: start line, a heartbeat every 0.5 s for ~4 s, end line.
-BEATS = ('; for i in 1 2 3 4 5 6 7 8; do echo "beat $ETCDCRON_JOB $ETCDCRON_SLOT_EPOCH $ETCDCRON_NODE '
+# A job that outlives the grace: start line, a heartbeat every 0.5 s for ~6 s, end line.
+BEATS = ('; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo "beat $ETCDCRON_JOB $ETCDCRON_SLOT_EPOCH $ETCDCRON_NODE '
          '$ETCDCRON_FENCE $ETCDCRON_ATTEMPT $(date +%s.%N)" >> {ledger}; sleep 0.5; done')
 
 
@@ -39,6 +38,15 @@ def _overlaps(lines: list[Line]) -> list[str]:
     return bad
 
 
+def _fresh_run(c, node: str, within: float = 1.5) -> bool:
+    """Has ``node`` started, in the last ``within`` seconds, a run that has not ended (so that it
+    certainly outlives the grace)?"""
+    lines, now = c.lines(), time.time()
+    ended = {(ln.job, ln.slot, ln.fence) for ln in lines if ln.what == "end"}
+    return any(ln.node == node and ln.what == "start" and now - ln.at < within and (ln.job, ln.slot, ln.fence) not in ended
+               for ln in lines)
+
+
 def test_rolling_restart_keeps_forbid_and_loses_nothing(etcd3_shared, make_cluster):
     """SIGTERM each of 3 nodes in turn while it runs forbid jobs longer than --grace, restart it: no two
     runs of a job overlap, every interrupted run is run again (attempt 2, higher fence), every firing
@@ -47,23 +55,23 @@ def test_rolling_restart_keeps_forbid_and_loses_nothing(etcd3_shared, make_clust
     ids = c.start_nodes(3, extra=("--grace", str(GRACE)))
     jobs = [f"roll{i}" for i in range(4)]
     for j in jobs:
-        c.add_ledger_job(j, "*/5 * * * * *", 0, concurrency="forbid", body=BEATS.format(ledger=c.ledger))
-    first = int(time.time()) + 5 - int(time.time()) % 5 + 5
+        c.add_ledger_job(j, "*/10 * * * * *", 0, concurrency="forbid", body=BEATS.format(ledger=c.ledger))
+    first = int(time.time()) + 10 - int(time.time()) % 10 + 10
     c.wait_until_slot(first, jobs, timeout=40)
     exits = []
     for _ in range(int(scale(1, 4))):
         for victim in ids:
-            assert wait_for(lambda: c.mid_run(victim), 20, step=0.05), f"{victim} never mid-run"
+            assert wait_for(lambda: _fresh_run(c, victim), 30, step=0.05), f"{victim} never started a run"
             t0 = time.monotonic()
             c.signal(victim, signal.SIGTERM)
             c.procs[victim].wait(timeout=GRACE + KILL_GRACE + 5 + 5)
             exits.append((victim, time.monotonic() - t0))
             c.start(victim, "--grace", str(GRACE))
             assert wait_for(lambda: victim in c.live(), 20), f"{victim} did not come back"
-    last = int(time.time()) + 10
-    last -= last % 5
-    c.wait_until_slot(last, jobs, timeout=40)
-    window = due(jobs, first, last, every=5)
+    last = int(time.time()) + 20
+    last -= last % 10
+    c.wait_until_slot(last, jobs, timeout=60)
+    window = due(jobs, first, last, every=10)
     assert c.wait_settled(window, timeout=30)
     lines = c.lines()
     assert not (bad := _overlaps(lines)), "forbid broken by the rollout:\n" + "\n".join(bad[:20])

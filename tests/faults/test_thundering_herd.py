@@ -7,9 +7,8 @@ from datetime import datetime, timezone
 
 from etcdcron.jobs import make_spec
 from etcdcron.nodes import wait_for
+from etcdcron.testing import LEDGER_CMD, Scenario
 
-from ..cluster import LEDGER_CMD
-from .checker import Scenario
 from .harness import LONG, scale
 
 

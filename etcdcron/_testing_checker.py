@@ -8,6 +8,8 @@
 held), each a line naming the guarantee, the firing and the evidence. It knows nothing about how the
 run was produced, so it is unit-tested on its own with ledgers that break each guarantee
 (tests/faults/test_checker.py).
+
+Public through :mod:`etcdcron.testing`.
 """
 
 from __future__ import annotations
@@ -16,14 +18,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..cluster import Line
+from ._testing_ledger import Line
 
+# Record states that end a firing, and those of the firings that ended without a run. Plain strings:
+# the checker reads evidence, it does not share the daemon's types (etcdcron.states.State compares equal).
 FINAL = ("succeeded", "failed", "timeout", "killed", "missed", "lost", "skipped", "degraded")
 NOT_RUN = ("missed", "skipped", "degraded")
-
-
-# A ledger line: the harness's own type (start | end, job, slot, node, fence, attempt, at).
-Run = Line
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,12 @@ def record_of(claim) -> Record:
     return Record(claim.job, claim.slot, claim.state, claim.node, int(claim.fence or 0), claim.attempt)
 
 
-def check(ledger: Iterable, records: Iterable[Record], sc: Scenario) -> list[str]:
+def check(ledger: Iterable[Line], records: Iterable[Record], sc: Scenario) -> list[str]:
+    """Every violation of DESIGN §4 over the firings of ``sc.due`` (empty: every guarantee held)."""
     lines = list(ledger)
     recs = {(r.job, r.slot): r for r in records}
-    starts: dict[tuple[str, int], list[Run]] = defaultdict(list)
-    ends: dict[tuple[str, int, int], list[Run]] = defaultdict(list)
+    starts: dict[tuple[str, int], list[Line]] = defaultdict(list)
+    ends: dict[tuple[str, int, int], list[Line]] = defaultdict(list)
     for ln in lines:
         if ln.what == "start":
             starts[(ln.job, ln.slot)].append(ln)
@@ -86,7 +87,7 @@ def check(ledger: Iterable, records: Iterable[Record], sc: Scenario) -> list[str
     return bad
 
 
-def _one_winner(name: str, runs: list[Run], rec: Record | None, sc: Scenario) -> list[str]:
+def _one_winner(name: str, runs: list[Line], rec: Record | None, sc: Scenario) -> list[str]:
     """§4.1: one run per claim; a later run only under a later (higher-fence, higher-attempt) claim,
     and only when the earlier runner was disturbed."""
     bad = []
@@ -108,13 +109,13 @@ def _one_winner(name: str, runs: list[Run], rec: Record | None, sc: Scenario) ->
     return bad
 
 
-def _no_early(name: str, runs: list[Run], sc: Scenario) -> list[str]:
+def _no_early(name: str, runs: list[Line], sc: Scenario) -> list[str]:
     """§4.2: never before the scheduled instant."""
     return [f"no-early: {name} started on {r.node} at {r.at:.3f}, {r.slot - r.at:.3f} s early"
             for r in runs if r.at + sc.tolerance < r.slot]
 
 
-def _no_silent_miss(name: str, key, runs: list[Run], rec: Record | None, sc: Scenario) -> list[str]:
+def _no_silent_miss(name: str, key, runs: list[Line], rec: Record | None, sc: Scenario) -> list[str]:
     """§4.3: every firing in the window ends with a final record; those due while a node could run them ran."""
     bad = []
     if key in sc.due and (rec is not None or key[1] >= sc.history_from):
@@ -130,7 +131,7 @@ def _no_silent_miss(name: str, key, runs: list[Run], rec: Record | None, sc: Sce
     return bad
 
 
-def _crash_recovery(name: str, key, runs: list[Run], rec: Record | None, ends, sc: Scenario) -> list[str]:
+def _crash_recovery(name: str, key, runs: list[Line], rec: Record | None, ends, sc: Scenario) -> list[str]:
     """§4.4: a run that never ended (its node died) is rerun with a higher attempt and fence, or
     recorded ``lost`` for an at-most-once job, which then never runs again."""
     bad = []
@@ -154,7 +155,7 @@ def _crash_recovery(name: str, key, runs: list[Run], rec: Record | None, ends, s
     return bad
 
 
-def _no_doubled_completion(name: str, key, runs: list[Run], rec: Record | None, ends) -> list[str]:
+def _no_doubled_completion(name: str, key, runs: list[Line], rec: Record | None, ends) -> list[str]:
     """§4.4 fencing: one completion per claim, and the accepted completion is that of the last claim."""
     bad = []
     for r in runs:
