@@ -43,7 +43,7 @@ class Admin:
         self.get_job(name)
         self.store.txn([], [st.delete(self.keys.job(name)), st.delete(self.keys.runs(name)),
                             st.delete(self.keys.trigger(name)), st.delete(self.keys.kill(name)),
-                            st.delete(self.keys.backfilled(name))])
+                            st.delete(self.keys.backfilled(name)), st.delete(self.keys.collected(name))])
 
     def trigger(self, name: str) -> float:
         spec = self.get_job(name)

@@ -229,3 +229,14 @@ def test_backfill_still_runs_firings_before_the_job_existed_and_while_it_was_pau
         node.session.close()
     rerun = sorted(int(c.slot - T0) for c in _history(store, keys, "tick") if c.data.get("reason") == "backfill")
     assert rerun == [*range(-1100, -990, 10), *range(-600, -490, 10)]
+
+
+def test_removing_a_job_forgets_its_collected_ranges(store, keys):
+    """`rm` deletes the job's collected ranges, so a job re-added under the name backfills its whole past."""
+    from etcdcron.admin import Admin
+
+    spec = make_spec("tick", "@every 10s", shell="true", active_since=T0 - 100)
+    store.put(keys.job("tick"), spec.to_json())
+    store.put(keys.collected("tick"), b"[[1799999000, 1799999900]]")
+    Admin(store, keys).remove("tick")
+    assert store.get(keys.collected("tick")) is None
