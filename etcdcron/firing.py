@@ -46,6 +46,7 @@ MAX_BACKOFF = 300.0
 LATE = 1.0  # a scheduled run starting later than this is logged as a warning
 BLOCKED_WAIT = 3600.0  # how long a catch-up or backfill firing waits for a running run to end
 RESOLVE_BACKOFF = (0.2, 0.5, 1.0)  # re-sending a claim whose answer was lost (then every second)
+ORPHAN_READS = 60  # orphans confirmed per round trip (two reads each; etcd allows 128 operations)
 MIN_RESOLVE_WINDOW = 30.0  # a claim for a past firing (backfill, trigger) is re-sent at least this long
 
 
@@ -140,8 +141,7 @@ class Firing:
             if not node.can_claim():
                 return "not-claiming"
             if spec.level in self.view.degraded():
-                if self._record(spec.name, slot, State.DEGRADED, level=spec.level):
-                    log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
+                self._degraded(spec, slot)
                 return "degraded"
             if self.view.exhausted(spec):
                 return Why.EXHAUSTED
@@ -192,8 +192,7 @@ class Firing:
         todo: list[tuple[JobSpec, ClaimRequest, Held]] = []
         for spec, rev, slot in items:
             if spec.level in degraded:
-                if self._record(spec.name, slot, State.DEGRADED, level=spec.level):
-                    log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
+                self._degraded(spec, slot)
             elif not self.view.exhausted(spec):
                 held = self.local.enter(spec.name, slot, spec.level, node.session.lease)
                 if held is not None:
@@ -268,6 +267,10 @@ class Firing:
         except StoreError as exc:  # the leader records it `missed` if nothing else does
             log.warning("firing.record_failed", job=job, slot=slot, state=state, error=str(exc)[:200])
             return False
+
+    def _degraded(self, spec: JobSpec, slot: int) -> None:
+        if self._record(spec.name, slot, State.DEGRADED, level=spec.level):
+            log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
 
     def _skip(self, spec: JobSpec, slot: int) -> None:
         busy = self.view.running_of(spec.name)
@@ -443,31 +446,37 @@ class Firing:
         self.resend_unacked()
         if not node.can_claim() or not lease:
             return 0
+        candidates = [(job, slot, found[0]) for job, slot, _ in view.runs_on_lease(lease)
+                      if (found := view.job(job)) is not None and not self.local.known(job, slot)]
         adopted = 0
-        for job, slot, _ in view.runs_on_lease(lease):
-            found = view.job(job)
-            if found is None or self.local.known(job, slot):
-                continue
-            try:
-                res = node.store.txn([], [], [st.get(node.keys.claim(job, slot)), st.get(node.keys.running(job, slot))])
+        for i in range(0, len(candidates), ORPHAN_READS):
+            chunk = candidates[i:i + ORPHAN_READS]
+            gets = [op for job, slot, _ in chunk for op in (st.get(node.keys.claim(job, slot)),
+                                                            st.get(node.keys.running(job, slot)))]
+            try:  # confirmed in etcd, in one round trip: the view may lag a completion of ours
+                ranges = node.store.txn([], gets).ranges
             except StoreError:
-                continue
-            claim_kv, run_kv = res.ranges
-            if not claim_kv or not run_kv or run_kv[0].lease != lease:
-                continue
-            c = Claim.parse(job, slot, claim_kv[0].value, claim_kv[0].mod_revision)
-            if not c.running or c.node != node.node_id:
-                continue
-            held = self.local.enter(job, slot, found[0].level, lease)
-            if held is None:
-                continue
-            adopted += 1
-            log.warning("firing.adopted", job=job, slot=slot, fence=c.mod_revision,
-                        reason="our claim committed although its answer was lost")
-            self._claimed(held, Outcome(c.mod_revision, Why.RESOLVED, run_fence=run_kv[0].create_revision))
-            node.submit(self.run, found[0], slot, c.mod_revision, max(c.attempt, 1), "adopted",
-                        {"adopted": True}, run_kv[0].create_revision, claimed=True)
+                return adopted
+            for n, (job, slot, spec) in enumerate(chunk):
+                adopted += self._adopt(spec, slot, lease, ranges[2 * n], ranges[2 * n + 1])
         return adopted
+
+    def _adopt(self, spec: JobSpec, slot: int, lease: int, claim_kv: list, run_kv: list) -> int:
+        """Run an orphan (our claim, on our live lease, that no path holds); 1 if adopted."""
+        if not claim_kv or not run_kv or run_kv[0].lease != lease:
+            return 0
+        c = Claim.parse(spec.name, slot, claim_kv[0].value, claim_kv[0].mod_revision)
+        if not c.running or c.node != self.node.node_id:
+            return 0
+        held = self.local.enter(c.job, c.slot, spec.level, lease)
+        if held is None:
+            return 0
+        log.warning("firing.adopted", job=c.job, slot=c.slot, fence=c.mod_revision,
+                    reason="our claim committed although its answer was lost")
+        self._claimed(held, Outcome(c.mod_revision, Why.RESOLVED, run_fence=run_kv[0].create_revision))
+        self.node.submit(self.run, spec, c.slot, c.mod_revision, max(c.attempt, 1), "adopted",
+                         {"adopted": True}, run_kv[0].create_revision, claimed=True)
+        return 1
 
     def resend_unacked(self) -> None:
         """Send again each completion whose answer was lost (if the first had committed, the record

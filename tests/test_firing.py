@@ -16,6 +16,7 @@ from etcdcron.clock import FakeClock
 from etcdcron.daemon import Node, NodeConfig
 from etcdcron.executor import KILL_GRACE
 from etcdcron.jobs import make_spec
+from etcdcron import store as st
 from etcdcron.nodes import wait_for
 
 from .faulty import FaultyStore, claims_running
@@ -221,3 +222,18 @@ def test_catch_up_counts_the_deadline_from_the_jittered_start(store, keys):
     now = node.start_time(spec, slot) + 0.5
     assert node.overdue(spec, now) == [slot]
     assert node._overdue(spec, now)
+
+
+def test_orphan_claim_on_our_lease_is_adopted_and_run(fstore, keys, nodes, tmp_path):
+    """A claim naming us on our live lease that no path of ours holds (its answer was lost and the
+    claim given up) is found by the sweep, confirmed in etcd and run once."""
+    led = tmp_path / "ledger"
+    _put(fstore, keys, make_spec("job", "@yearly", builtin="ledger", args={"path": str(led)}, active_since=time.time()))
+    n1 = nodes("n1")
+    slot = int(time.time()) - 1
+    rec = json.dumps({"state": "running", "attempt": 1, "node": "n1", "started": time.time(), "reason": "schedule"})
+    fstore.txn([], [st.put(keys.claim("job", slot), rec), st.put(keys.running("job", slot), "n1", lease=n1.session.lease)])
+    assert wait_for(lambda: (_record(fstore, keys, "job", slot) or {}).get("state") == "succeeded", 10), \
+        _record(fstore, keys, "job", slot)
+    assert _record(fstore, keys, "job", slot)["adopted"] is True
+    assert [ln["slot"] for ln in _ledger(led)].count(slot) == 1
