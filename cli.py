@@ -287,7 +287,7 @@ def status(etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = Fals
 
 def _register_analytics() -> None:
     """The analytics commands (collect, apps, analytics) live with the analytics package."""
-    from analytics.cli import register
+    from etcdcron.analytics.cli import register
 
     register(app)
 

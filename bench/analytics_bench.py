@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from analytics import days as dd  # noqa: E402
-from analytics import jobs  # noqa: E402
-from analytics.embedded import EmbeddedMongo  # noqa: E402
-from analytics.events import App, Event, batch_sign  # noqa: E402
-from analytics.store import AnalyticsStore  # noqa: E402
+from etcdcron.analytics import days as dd  # noqa: E402
+from etcdcron.analytics import jobs  # noqa: E402
+from etcdcron.analytics.embedded import EmbeddedMongo  # noqa: E402
+from etcdcron.analytics.events import App, Event, batch_sign  # noqa: E402
+from etcdcron.analytics.store import AnalyticsStore  # noqa: E402
 from etcdcron import log as logsetup  # noqa: E402
 from etcdcron.embedded import free_port  # noqa: E402
 from etcdcron.executor import RunContext  # noqa: E402

@@ -24,8 +24,7 @@ from .keys import Keys
 from .nodes import wait_for
 from .store import EtcdStore
 
-# The tree this package was imported from: cli.py sits next to etcdcron/ in a checkout, and an
-# install puts it (``py-modules = ["cli"]``) next to the package in site-packages.
+# The tree this package was imported from: in a checkout, cli.py sits next to etcdcron/.
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,9 +34,9 @@ def cli_command(code: Path | None = None) -> list[str]:
         return [sys.executable, str(Path(code) / "cli.py")]
     if (ROOT / "cli.py").is_file():
         return [sys.executable, str(ROOT / "cli.py")]
-    # The console script's own entry (``[project.scripts] etcdcron = "cli:run"``); -P keeps a
-    # cli.py in the working directory from shadowing the installed one.
-    return [sys.executable, "-P", "-c", "import sys; sys.argv[0] = 'etcdcron'; from cli import run; run()"]
+    # An install: the console script's module (``etcdcron.cli``); -P keeps the working directory
+    # from shadowing the installed package.
+    return [sys.executable, "-P", "-m", "etcdcron.cli"]
 
 
 class Cluster:

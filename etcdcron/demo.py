@@ -30,7 +30,7 @@ PREFIX = "/etcdcron-demo"
 
 
 def _cli(*args: str, env: dict) -> str:
-    r = subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "etcdcron.cli", *args], env=env, capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise SystemExit(f"demo: etcdcron {' '.join(args)} failed: {r.stderr.strip()}")
     return r.stdout
@@ -52,13 +52,13 @@ def main() -> int:
 
     def start(node: str) -> None:
         log = open(work / f"{node}.log", "ab")
-        procs[node] = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--node-id", node, "--grace", "5",
+        procs[node] = subprocess.Popen([sys.executable, "-m", "etcdcron.cli", "serve", "--node-id", node, "--grace", "5",
                                         "--mongo", env["ETCDCRON_MONGO"]],
                                        env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     print(f"demo: logs in {work}")
-    from analytics.embedded import resolve
+    from etcdcron.analytics.embedded import resolve
 
     mongo_base, mongo_server = resolve(None, embed=True)
     if mongo_server is not None:

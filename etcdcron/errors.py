@@ -11,7 +11,7 @@
     │   ├── StoreUnavailable    no endpoint answered in time
     │   ├── StoreCompacted      a watch asked for a revision etcd has compacted
     │   └── LeaseLost           our lease is gone; stop claiming
-    ├── MongoError              MongoDB failed (analytics.errors; pymongo errors are mapped in analytics.store)
+    ├── MongoError              MongoDB failed (etcdcron.analytics.errors; pymongo errors are mapped in its store)
     │   └── MongoUnavailable    no MongoDB answered in time
     └── ExecutionError          a job could not be started (not: a job that failed)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from analytics.embedded import EmbeddedMongo
+from etcdcron.analytics.embedded import EmbeddedMongo
 
 
 class MongoServer:

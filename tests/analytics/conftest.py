@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analytics.events import App
-from analytics.store import AnalyticsStore
+from etcdcron.analytics.events import App
+from etcdcron.analytics.store import AnalyticsStore
 
 
 @pytest.fixture

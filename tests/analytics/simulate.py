@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from analytics import jobs
-from analytics.events import App, Event, admit
-from analytics.store import AnalyticsStore
+from etcdcron.analytics import jobs
+from etcdcron.analytics.events import App, Event, admit
+from etcdcron.analytics.store import AnalyticsStore
 from etcdcron.executor import RunContext
 
 JOBS = {"rollup": jobs.rollup, "active_users": jobs.active_users, "retention": jobs.retention, "usage": jobs.usage}

@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from analytics import jobs
-from analytics.events import goa_sign
+from etcdcron.analytics import jobs
+from etcdcron.analytics.events import goa_sign
 from etcdcron.embedded import free_port
 from etcdcron.executor import RunContext
 from etcdcron.nodes import wait_for
@@ -50,7 +50,7 @@ def test_apps_create_prints_id_and_key_and_ls_lists_it(mongo_uri, astore):
 ])
 def test_bad_input_is_one_line_and_exit_2(mongo_uri, astore, args, needle):
     """Bad zone, name, grace, a taken name, an unknown app: one line naming it, exit 2, nothing written."""
-    from analytics.events import App
+    from etcdcron.analytics.events import App
 
     astore.create_app(App.new("taken", "UTC"))
     r = cli(mongo_uri, *args)
@@ -94,7 +94,7 @@ def test_seed_then_jobs_then_report(mongo_uri, astore):
 
 def test_collect_serves_the_client_api(mongo_uri, astore, tmp_path):
     """`etcdcron collect --mongo URI --port P` takes a signed openApp, stores it, and stops on SIGTERM."""
-    from analytics.events import App
+    from etcdcron.analytics.events import App
 
     app = astore.create_app(App.new("live", "Europe/Berlin"))
     port = free_port()

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import uvicorn
 
-from analytics.collector import BatchWriter, create_app
-from analytics.events import MAX_BATCH_BYTES, App, batch_sign, goa_sign
-from analytics.store import AnalyticsStore
+from etcdcron.analytics.collector import BatchWriter, create_app
+from etcdcron.analytics.events import MAX_BATCH_BYTES, App, batch_sign, goa_sign
+from etcdcron.analytics.store import AnalyticsStore
 from etcdcron.embedded import free_port
 
 

@@ -7,8 +7,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from analytics import jobs
-from analytics.errors import InvalidApp
+from etcdcron.analytics import jobs
+from etcdcron.analytics.errors import InvalidApp
 from etcdcron.executor import RunContext
 
 from .simulate import JOBS, World, events, midnight

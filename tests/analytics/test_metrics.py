@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics import days as dd
-from analytics.metrics import Activity, bucket, percentile, retention_day, roll_day, usage_summary
+from etcdcron.analytics import days as dd
+from etcdcron.analytics.metrics import Activity, bucket, percentile, retention_day, roll_day, usage_summary
 from etcdcron.errors import InvalidZone
 
 ZONES = ["UTC", "Asia/Kolkata", "America/Santiago", "America/New_York", "Pacific/Chatham", "Australia/Lord_Howe"]

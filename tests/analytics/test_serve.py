@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from analytics import days as dd
-from analytics.events import App, Event, admit
+from etcdcron.analytics import days as dd
+from etcdcron.analytics.events import App, Event, admit
 from etcdcron.nodes import wait_for
 
 

@@ -7,9 +7,9 @@ import threading
 import pytest
 from pymongo.errors import PyMongoError
 
-from analytics.errors import InvalidApp, MongoError, MongoUnavailable
-from analytics.events import App
-from analytics.store import AnalyticsStore
+from etcdcron.analytics.errors import InvalidApp, MongoError, MongoUnavailable
+from etcdcron.analytics.events import App
+from etcdcron.analytics.store import AnalyticsStore
 
 
 def test_fenced_set_never_overwrites_a_higher_fence(astore):
@@ -103,7 +103,7 @@ def test_insert_first_still_honours_fences(astore):
 
 def test_resolve_uses_the_given_or_default_server(mongo_server, monkeypatch):
     """resolve() keeps a given URI, uses a server answering at the default URI, and starts none then."""
-    from analytics import embedded
+    from etcdcron.analytics import embedded
 
     assert embedded.resolve("mongodb://elsewhere:1/x") == ("mongodb://elsewhere:1/x", None)
     monkeypatch.setattr(embedded, "DEFAULT_URI", mongo_server.uri)
