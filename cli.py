@@ -2,6 +2,12 @@
 
 Exit codes: 0 ok, 1 etcd unavailable or another runtime error, 2 bad input (nothing was written).
 Every error is one line on stderr; no traceback reaches the user.
+
+Settings (etcd endpoints and credentials, MongoDB, the serve and collect options) are not declared
+command by command: ``@configured(GROUP)`` gives a command the flags of a group of
+:data:`etcdcron.config.SETTINGS` plus ``--config``, and hands it the resolved :class:`Config` as
+``cfg`` (defaults < config file < environment < flags). A new etcd command is
+``@configured("etcd")`` and opens the store with ``_admin(cfg)``.
 """
 
 from __future__ import annotations
@@ -9,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -18,18 +23,31 @@ from typing import Annotated, Optional
 
 import typer
 
+from etcdcron import __version__
+from etcdcron import log as logsetup
 from etcdcron.admin import Admin
-from etcdcron.errors import EtcdCronError, InvalidInput, InvalidSpec, JobNotFound
+from etcdcron.cliopts import configured
+from etcdcron.config import Config
+from etcdcron.errors import EtcdCronError, InvalidInput, JobNotFound
 from etcdcron.jobs import DEFAULT_STARTING_DEADLINE, make_spec, parse_args, parse_instant
 from etcdcron.keys import Keys
-from etcdcron import log as logsetup
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="etcdcron: a cron daemon for a fleet; exactly one run per firing, coordinated through etcd.")
 
-Etcd = Annotated[Optional[str], typer.Option("--etcd", envvar="ETCDCRON_ETCD", help="etcd endpoints URL[,URL…] (default http://127.0.0.1:2379)")]
-Prefix = Annotated[str, typer.Option("--prefix", envvar="ETCDCRON_PREFIX", help="key prefix in etcd")]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"etcdcron {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[Optional[bool], typer.Option("--version", is_eager=True, callback=_version,
+                                                          help="print the version and exit")] = None) -> None:
+    """etcdcron: a cron daemon for a fleet; exactly one run per firing, coordinated through etcd."""
 
 
 class Concurrency(str, Enum):
@@ -49,11 +67,10 @@ class Catchup(str, Enum):
     none = "none"
 
 
-def _admin(etcd: str | None, prefix: str) -> Admin:
-    from etcdcron.app import connect
+def _admin(cfg: Config) -> Admin:
+    from etcdcron.app import open_store
 
-    store, _ = connect(etcd, embed=False)
-    return Admin(store, Keys(prefix))
+    return Admin(open_store(cfg), Keys(cfg["etcd.prefix"]))
 
 
 def _out(data, as_json: bool, text: str) -> None:
@@ -65,41 +82,21 @@ def _ts(t: float | None) -> str:
 
 
 @app.command()
+@configured("serve")
 def serve(
-    etcd: Etcd = None,
-    prefix: Prefix = "/etcdcron",
-    node_id: Annotated[Optional[str], typer.Option("--node-id", envvar="ETCDCRON_NODE_ID", help="node id (default: host name)")] = None,
-    ttl: Annotated[int, typer.Option("--ttl", min=2, max=60, help="node lease TTL, seconds")] = 3,
-    levels: Annotated[str, typer.Option("--levels", help="priority levels this node serves")] = "1,2,3",
-    workers: Annotated[int, typer.Option("--workers", min=1, max=1024, help="concurrent runs")] = 16,
-    grace: Annotated[float, typer.Option("--grace", min=0, help="SIGTERM: seconds running jobs may finish")] = 30.0,
-    mongo: Annotated[Optional[str], typer.Option("--mongo", envvar="ETCDCRON_MONGO", help="MongoDB URI for run history")] = None,
-    log_level: Annotated[str, typer.Option("--log-level", envvar="ETCDCRON_LOG_LEVEL")] = "info",
-    max_skew: Annotated[float, typer.Option("--max-skew", min=0.5, help="refuse to execute when this node's clock is off etcd's by more, seconds")] = 2.0,
+    cfg: Config,
     clock_skew: Annotated[float, typer.Option("--clock-skew", hidden=True, help="testing: offset this node's wall clock")] = 0.0,
 ) -> None:
     """Run one node until SIGTERM or SIGINT."""
     from etcdcron.app import ServeOptions
     from etcdcron.app import serve as run
-    from etcdcron.daemon import NodeConfig
 
-    try:
-        lv = tuple(sorted({int(x) for x in levels.split(",") if x.strip()}))
-    except ValueError:
-        raise InvalidSpec(f"bad --levels {levels!r}: must be a list like 1,2,3") from None
-    if not lv or any(x not in (1, 2, 3) for x in lv):
-        raise InvalidSpec(f"bad --levels {levels!r}: levels are 1, 2 and 3")
-    nid = node_id or socket.gethostname()
-    from etcdcron.jobs import check_name
-    try:
-        check_name(nid)
-    except InvalidInput:
-        raise InvalidSpec(f"bad --node-id {nid!r}: must match [a-z0-9][a-z0-9._-]{{0,62}}") from None
-    logsetup.configure(log_level)
-    raise typer.Exit(run(ServeOptions(etcd, prefix, NodeConfig(nid, lv, ttl, workers, grace=grace, max_skew=max_skew, mongo=mongo), skew=clock_skew)))
+    logsetup.configure(cfg["log.level"])
+    raise typer.Exit(run(ServeOptions.of(cfg, skew=clock_skew)))
 
 
 @app.command()
+@configured("etcd")
 def add(
     schedule: Annotated[str, typer.Argument(help='cron expression, "@every 5m", "@hourly", …')],
     builtin: Annotated[Optional[str], typer.Argument(help="builtin job to run (entry point etcdcron.jobs)")] = None,
@@ -121,7 +118,7 @@ def add(
     start_at: Annotated[Optional[str], typer.Option("--start-at", help="no firing before (ISO-8601 or Unix seconds)")] = None,
     end_at: Annotated[Optional[str], typer.Option("--end-at", help="no firing after")] = None,
     max_runs: Annotated[Optional[int], typer.Option("--max-runs", help="stop after this many runs")] = None,
-    etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False,
+    as_json: Json = False, cfg: Config = None,
 ) -> None:
     """Create or replace a job."""
     spec = make_spec(name, schedule, builtin=builtin, shell=shell, http=http, tz=tz, level=level,
@@ -131,14 +128,15 @@ def add(
                      catchup_cap=catchup_cap, retry_delay=retry_delay,
                      start_at=parse_instant(start_at, "--start-at") if start_at else None,
                      end_at=parse_instant(end_at, "--end-at") if end_at else None, max_runs=max_runs)
-    spec, created = _admin(etcd, prefix).put_job(spec)
+    spec, created = _admin(cfg).put_job(spec)
     _out({"job": spec.name, "created": created}, as_json, f"{'added' if created else 'replaced'} job {spec.name}")
 
 
 @app.command("ls")
-def ls(etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
+@configured("etcd")
+def ls(as_json: Json = False, cfg: Config = None) -> None:
     """List jobs."""
-    jobs = _admin(etcd, prefix).jobs()
+    jobs = _admin(cfg).jobs()
     rows = [f"{'NAME':<24} {'SCHEDULE':<20} {'TZ':<16} {'LVL':<3} {'STATE':<7} TARGET"]
     for j in jobs:
         rows.append(f"{j.name:<24} {j.schedule:<20} {j.tz:<16} {j.level:<3} {'paused' if j.paused else 'active':<7} {j.kind}:{j.target}")
@@ -146,58 +144,63 @@ def ls(etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -
 
 
 @app.command()
-def show(name: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
+@configured("etcd")
+def show(name: str, as_json: Json = False, cfg: Config = None) -> None:
     """Show one job's spec."""
-    spec = _admin(etcd, prefix).get_job(name)
+    spec = _admin(cfg).get_job(name)
     data = dataclasses.asdict(spec)
     _out(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
 
 @app.command()
-def rm(name: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+@configured("etcd")
+def rm(name: str, as_json: Json = False, cfg: Config = None) -> None:
     """Remove a job."""
-    _admin(etcd, prefix).remove(name)
-    typer.echo(f"removed job {name}")
+    _admin(cfg).remove(name)
+    _out({"job": name, "removed": True}, as_json, f"removed job {name}")
 
 
 @app.command()
-def pause(name: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+@configured("etcd")
+def pause(name: str, as_json: Json = False, cfg: Config = None) -> None:
     """Start no new run of a job."""
-    _admin(etcd, prefix).set_paused(name, True)
-    typer.echo(f"paused job {name}")
+    _admin(cfg).set_paused(name, True)
+    _out({"job": name, "paused": True}, as_json, f"paused job {name}")
 
 
 @app.command()
-def resume(name: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+@configured("etcd")
+def resume(name: str, as_json: Json = False, cfg: Config = None) -> None:
     """Resume a paused job (from now on; what it skipped while paused is not caught up)."""
-    _admin(etcd, prefix).set_paused(name, False)
-    typer.echo(f"resumed job {name}")
+    _admin(cfg).set_paused(name, False)
+    _out({"job": name, "paused": False}, as_json, f"resumed job {name}")
 
 
 @app.command("next")
+@configured("etcd")
 def next_(name: str, n: Annotated[int, typer.Option("-n", min=1, max=1000)] = 5,
-          etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
+          as_json: Json = False, cfg: Config = None) -> None:
     """The next N firings, in the job's zone and in UTC."""
-    pairs = _admin(etcd, prefix).next_firings(name, n)
+    pairs = _admin(cfg).next_firings(name, n)
     data = [{"local": loc.isoformat(), "utc": utc.strftime("%Y-%m-%dT%H:%M:%SZ")} for loc, utc in pairs]
     _out(data, as_json, "\n".join(f"{d['local']}  {d['utc']}" for d in data))
 
 
 @app.command()
+@configured("history")
 def history(name: Annotated[Optional[str], typer.Argument()] = None,
             limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
-            mongo: Annotated[Optional[str], typer.Option("--mongo", envvar="ETCDCRON_MONGO", help="read the full history from MongoDB")] = None,
-            etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
+            as_json: Json = False, cfg: Config = None) -> None:
     """Firings and what became of them: the recent window from etcd, or all of it from MongoDB (--mongo)."""
     if name:
         from etcdcron.jobs import check_name
         check_name(name)
-    if mongo:
+    if cfg["mongo.uri"]:
         from etcdcron.history import MongoHistory
-        rows = MongoHistory(mongo).read(name, limit)
+        rows = MongoHistory(cfg["mongo.uri"]).read(name, limit)
     else:
         rows = [{**c.data, "job": c.job, "slot": c.slot, "state": c.state, "node": c.node, "fence": c.fence,
-                 "attempt": c.attempt} for c in _admin(etcd, prefix).history(name, limit)]
+                 "attempt": c.attempt} for c in _admin(cfg).history(name, limit)]
     data = [{"job": r["job"], "slot": _ts(r["slot"]), "state": r.get("state"), "node": r.get("node"),
              "fence": r.get("fence") or 0, "attempt": r.get("attempt", 0), "started": r.get("started"),
              "ended": r.get("ended"), "exit_code": r.get("exit_code"), "output": r.get("output"),
@@ -213,11 +216,12 @@ app.add_typer(nodes_app, name="nodes")
 
 
 @nodes_app.callback(invoke_without_command=True)
-def nodes(ctx: typer.Context, etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
+@configured("etcd")
+def nodes(ctx: typer.Context, as_json: Json = False, cfg: Config = None) -> None:
     """Live nodes, and which one leads."""
     if ctx.invoked_subcommand is not None:
         return
-    found, _leader = _admin(etcd, prefix).nodes()
+    found, _leader = _admin(cfg).nodes()
     rows = [f"{'NODE':<24} {'LEVELS':<7} {'HOST':<20} {'PID':>7}  ROLE"]
     rows += [f"{n['id']:<24} {','.join(map(str, n.get('levels', []))):<7} {n.get('host', ''):<20} {n.get('pid', 0):>7}  "
              f"{'leader' if n['leader'] else 'skewed' if n.get('skewed') else 'member'}" for n in found]
@@ -225,64 +229,86 @@ def nodes(ctx: typer.Context, etcd: Etcd = None, prefix: Prefix = "/etcdcron", a
 
 
 @nodes_app.command("drain")
-def nodes_drain(node_id: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+@configured("etcd")
+def nodes_drain(node_id: str, as_json: Json = False, cfg: Config = None) -> None:
     """Stop a node claiming; it finishes its runs and leaves."""
-    _admin(etcd, prefix).drain(node_id)
-    typer.echo(f"draining node {node_id}")
+    _admin(cfg).drain(node_id)
+    _out({"node": node_id, "draining": True}, as_json, f"draining node {node_id}")
 
 
 @app.command()
-def trigger(name: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+@configured("etcd")
+def trigger(name: str, as_json: Json = False, cfg: Config = None) -> None:
     """Run a job now, once (through a claim like any firing)."""
-    at = _admin(etcd, prefix).trigger(name)
-    typer.echo(f"triggered job {name} at {_ts(at)}")
+    at = _admin(cfg).trigger(name)
+    _out({"job": name, "triggered": _ts(at), "slot_epoch": int(at)}, as_json, f"triggered job {name} at {_ts(at)}")
 
 
 @app.command()
-def kill(name: str, etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+@configured("etcd")
+def kill(name: str, as_json: Json = False, cfg: Config = None) -> None:
     """Stop the job's running runs now, child processes included."""
-    n = _admin(etcd, prefix).kill(name)
-    typer.echo(f"killing {n} running run(s) of job {name}")
+    n = _admin(cfg).kill(name)
+    _out({"job": name, "killing": n}, as_json, f"killing {n} running run(s) of job {name}")
 
 
 @app.command()
+@configured("etcd")
 def degrade(level: Annotated[int, typer.Argument(help="stop starting jobs of this level and above")],
             kill_running: Annotated[bool, typer.Option("--kill", help="also stop their running processes")] = False,
-            etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+            as_json: Json = False, cfg: Config = None) -> None:
     """Drain a priority level and those above it (1 critical, 2 transactional, 3 best effort)."""
-    levels = _admin(etcd, prefix).degrade(level, kill_running)
-    typer.echo(f"degraded levels {','.join(map(str, levels))}{' (running jobs killed)' if kill_running else ''}")
+    levels = _admin(cfg).degrade(level, kill_running)
+    _out({"degraded": list(levels), "killed_running": kill_running}, as_json,
+         f"degraded levels {','.join(map(str, levels))}{' (running jobs killed)' if kill_running else ''}")
 
 
 @app.command()
+@configured("etcd")
 def restore(level: Annotated[int, typer.Argument(help="restart jobs of this level and above")],
-            etcd: Etcd = None, prefix: Prefix = "/etcdcron") -> None:
+            as_json: Json = False, cfg: Config = None) -> None:
     """End a degradation."""
-    levels = _admin(etcd, prefix).restore(level)
-    typer.echo(f"degraded levels now: {','.join(map(str, levels)) or 'none'}")
+    levels = _admin(cfg).restore(level)
+    _out({"degraded": list(levels)}, as_json, f"degraded levels now: {','.join(map(str, levels)) or 'none'}")
 
 
 @app.command()
+@configured("etcd")
 def backfill(name: str,
              start: Annotated[str, typer.Option("--from", help="ISO-8601 or Unix seconds")],
              end: Annotated[str, typer.Option("--to", help="ISO-8601 or Unix seconds")],
-             etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
+             as_json: Json = False, cfg: Config = None) -> None:
     """Run each firing of a past range once; a second backfill of the same range runs nothing."""
-    res = _admin(etcd, prefix).backfill(name, parse_instant(start, "--from"), parse_instant(end, "--to"))
+    res = _admin(cfg).backfill(name, parse_instant(start, "--from"), parse_instant(end, "--to"))
     _out(res, as_json, f"backfill of {name}: {res['firings']} firing(s) handed to the nodes, "
                        f"{res['already']} already backfilled")
 
 
 @app.command()
-def status(etcd: Etcd = None, prefix: Prefix = "/etcdcron", as_json: Json = False) -> None:
+@configured("etcd")
+def status(as_json: Json = False, cfg: Config = None) -> None:
     """Cluster summary."""
-    s = _admin(etcd, prefix).status()
+    s = _admin(cfg).status()
     states = ", ".join(f"{k} {v}" for k, v in sorted(s["claims_by_state"].items())) or "none"
     text = (f"etcd {s['etcd']['version']} at revision {s['etcd']['revision']}, db {s['etcd']['db_size']} bytes\n"
             f"nodes {s['nodes']}, leader {s['leader'] or '-'}\n"
             f"jobs {s['jobs']} ({s['paused']} paused), running {s['running']}\n"
             f"recent firings: {states}")
     _out(s, as_json, text)
+
+
+config_app = typer.Typer(help="The resolved configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@configured("all")
+def config_show(as_json: Json = False, cfg: Config = None) -> None:
+    """Every setting, its value and where it came from (default, file, env, flag); secrets masked."""
+    rows = cfg.rows()
+    text = [f"# config file: {cfg.file or 'none'}", f"{'KEY':<22} {'VALUE':<40} SOURCE"]
+    text += [f"{r['key']:<22} {json.dumps(r['value']) if r['value'] is not None else '-':<40} {r['source']}" for r in rows]
+    _out({"file": cfg.file, "settings": rows}, as_json, "\n".join(text))
 
 
 def _register_analytics() -> None:

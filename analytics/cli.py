@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-Mongo = Annotated[Optional[str], typer.Option("--mongo", envvar="ETCDCRON_MONGO",
-                                              help="MongoDB URI (default mongodb://127.0.0.1:27017/etcdcron)")]
+from etcdcron.cliopts import configured
+from etcdcron.config import Config
+
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 AppRef = Annotated[str, typer.Option("--app", help="app id or name")]
 
@@ -37,62 +38,61 @@ def register(app: typer.Typer) -> None:
     app.add_typer(analytics, name="analytics")
 
     @app.command()
-    def collect(
-        mongo: Mongo = None,
-        host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to listen on")] = 8080,
-        log_level: Annotated[str, typer.Option("--log-level", envvar="ETCDCRON_LOG_LEVEL")] = "info",
-    ) -> None:
+    @configured("collect")
+    def collect(cfg: Config = None) -> None:
         """Run the event collector (GoAnalytics client API and /v1/events batches) until SIGTERM."""
         from etcdcron import log as logsetup  # noqa: PLC0415
 
         from .collector import serve  # noqa: PLC0415
         from .embedded import resolve  # noqa: PLC0415
 
-        logsetup.configure(log_level)
-        uri, embedded = resolve(mongo, embed=True)
+        logsetup.configure(cfg["log.level"])
+        uri, embedded = resolve(cfg["mongo.uri"], embed=True)
         try:
-            serve(uri, host, port)
+            serve(uri, cfg["collect.host"], cfg["collect.port"])
         finally:
             if embedded is not None:
                 embedded.stop()
 
     @apps.command("create")
+    @configured("mongo")
     def apps_create(
         name: Annotated[str, typer.Argument(help="app name, [a-z0-9][a-z0-9._-]{0,62}")],
         tz: Annotated[str, typer.Option("--tz", help="IANA zone in which the app's days are counted")] = "UTC",
         grace: Annotated[float, typer.Option("--grace", help="seconds after a day's end that its late events are still taken")] = 7200.0,
-        mongo: Mongo = None, as_json: Json = False,
+        as_json: Json = False, cfg: Config = None,
     ) -> None:
         """Register an app; prints its id and its key (for the client signatures)."""
         from .events import App  # noqa: PLC0415
 
         new = App.new(name, tz, grace)  # validates before anything is written
-        with _store(mongo) as store:
+        with _store(cfg["mongo.uri"]) as store:
             created = store.create_app(new)
         _out(created.doc() | {"id": created.id}, as_json,
              f"created app {created.name}\nid:  {created.id}\nkey: {created.key}\ntz:  {created.tz}")
 
     @apps.command("ls")
-    def apps_ls(mongo: Mongo = None, as_json: Json = False) -> None:
+    @configured("mongo")
+    def apps_ls(as_json: Json = False, cfg: Config = None) -> None:
         """List apps (without their keys)."""
-        with _store(mongo) as store:
+        with _store(cfg["mongo.uri"]) as store:
             found = store.apps()
         rows = [f"{'ID':<18}{'NAME':<24}{'TZ':<24}GRACE"] + [f"{a.id:<18}{a.name:<24}{a.tz:<24}{a.grace:g}" for a in found]
         _out([{"id": a.id, "name": a.name, "tz": a.tz, "grace": a.grace} for a in found], as_json, "\n".join(rows))
 
     @analytics.command("seed")
+    @configured("mongo")
     def seed_cmd(
         app_ref: AppRef,
         devices: Annotated[int, typer.Option("--devices", min=1, help="devices arriving over the period")] = 1000,
         days: Annotated[int, typer.Option("--days", min=1, max=400, help="days of history, ending yesterday")] = 30,
         seed: Annotated[int, typer.Option("--seed", help="random seed")] = 1,
-        mongo: Mongo = None, as_json: Json = False,
+        as_json: Json = False, cfg: Config = None,
     ) -> None:
         """Write realistic synthetic events for an app through the collector's insert path."""
         from .seed import seed as run_seed  # noqa: PLC0415
 
-        with _store(mongo) as store:
+        with _store(cfg["mongo.uri"]) as store:
             target = store.app(app_ref)
             with typer.progressbar(length=days, label=f"seeding {target.name}", file=sys.stderr) as bar:
                 summary = run_seed(store, target, devices, days, seed, progress=bar.update)
@@ -100,14 +100,15 @@ def register(app: typer.Typer) -> None:
                                f"{summary['first']} to {summary['last']} ({target.tz})")
 
     @analytics.command("report")
+    @configured("mongo")
     def report_cmd(
         app_ref: AppRef,
         days: Annotated[int, typer.Option("--days", min=1, max=400, help="how many recent days")] = 14,
-        mongo: Mongo = None, as_json: Json = False,
+        as_json: Json = False, cfg: Config = None,
     ) -> None:
         """Daily metrics, usage and retention of an app, as tables."""
         from .report import collect as gather, render  # noqa: PLC0415
 
-        with _store(mongo) as store:
+        with _store(cfg["mongo.uri"]) as store:
             data = gather(store, store.app(app_ref), days)
         _out(data, as_json, render(data))

@@ -1,61 +1,94 @@
-"""The app layer of ``etcdcron serve``: configuration, logging, embedded etcd, signals, shutdown."""
+"""The app layer of ``etcdcron serve``: configuration, logging, embedded etcd (only when asked), waiting
+for etcd, signals, shutdown."""
 
 from __future__ import annotations
 
+import random
 import signal
 import threading
 from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlparse
 
 import structlog
 
+from .config import Config
 from .daemon import Node, NodeConfig
 from .embedded import EmbeddedEtcd, data_home, free_port
-from .errors import StoreUnavailable
+from .errors import InvalidInput, StoreUnavailable
 from .keys import Keys
 from .store import EtcdStore
 
 log = structlog.get_logger("etcdcron.app")
 
 DEFAULT_ETCD = "http://127.0.0.1:2379"
+# A missing etcd is waited for, never replaced: retries back off from 0.5 s to 10 s.
+RETRY_FIRST, RETRY_MAX = 0.5, 10.0
 
 
 @dataclass
 class ServeOptions:
-    etcd: str | None
-    prefix: str
+    cfg: Config
     node: NodeConfig
     skew: float = 0.0
 
+    @classmethod
+    def of(cls, cfg: Config, skew: float = 0.0) -> "ServeOptions":
+        node = NodeConfig(cfg.node_id(), cfg["serve.levels"], cfg["serve.ttl"], cfg["serve.workers"],
+                          grace=cfg["serve.grace"], max_skew=cfg["serve.max_skew"], mongo=cfg["mongo.uri"])
+        return cls(cfg, node, skew)
 
-def connect(etcd: str | None, embed: bool = False) -> tuple[EtcdStore, EmbeddedEtcd | None]:
-    """Open the store; with no endpoint given and none answering, start an embedded etcd if ``embed``."""
-    store = EtcdStore(etcd or DEFAULT_ETCD)
-    try:
-        store.status()
-        return store, None
-    except StoreUnavailable:
-        if etcd is not None or not embed:
+
+def open_store(cfg: Config, timeout: float = 3.0) -> EtcdStore:
+    """The etcd client the settings describe (endpoints, TLS files, user and password file)."""
+    return EtcdStore.from_settings(cfg["etcd.endpoints"], ca=cfg["etcd.ca"], cert=cfg["etcd.cert"], key=cfg["etcd.key"],
+                                   user=cfg["etcd.user"], password_file=cfg["etcd.password_file"], timeout=timeout)
+
+
+def start_embedded(cfg: Config) -> EmbeddedEtcd:
+    """``serve --embedded``: a single-member etcd on this machine, at the one loopback endpoint configured."""
+    endpoints = [e.strip() for e in cfg["etcd.endpoints"].split(",") if e.strip()]
+    url = urlparse(endpoints[0] if endpoints and "://" in endpoints[0] else "http://" + (endpoints or [""])[0])
+    if len(endpoints) != 1 or url.scheme != "http" or url.hostname not in ("127.0.0.1", "localhost"):
+        raise InvalidInput(f"--embedded starts etcd on this machine: etcd.endpoints must be one http://127.0.0.1:PORT "
+                           f"endpoint, not {cfg['etcd.endpoints']!r}")
+    port = url.port or 2379
+    data = data_home() / "etcd"
+    log.warning("etcd.embedded", data_dir=str(data), endpoint=f"http://127.0.0.1:{port}",
+                note="a single-member etcd on this machine; other nodes must use this endpoint, not --embedded")
+    return EmbeddedEtcd(data, client_port=port, peer_port=free_port(), log_path=data_home() / "etcd.log").start()
+
+
+def wait_for_etcd(cfg: Config, stop: threading.Event, on_wait: Callable[[str], None] = lambda reason: None) -> EtcdStore | None:
+    """Connect, retrying an unreachable etcd with backoff until it answers or ``stop`` is set (then None).
+    Any other store error (TLS, credentials, permissions) is not transient and is raised."""
+    delay, attempt = RETRY_FIRST, 0
+    while True:
+        store = open_store(cfg)
+        try:
+            store.status()
+            if attempt:
+                log.info("etcd.reachable", endpoints=cfg["etcd.endpoints"], attempts=attempt + 1)
+            return store
+        except StoreUnavailable as exc:
+            store.close()
+            attempt += 1
+            reason = f"etcd unreachable at {cfg['etcd.endpoints']}: {exc}"
+            on_wait(reason)
+            log.warning("etcd.unreachable", endpoints=cfg["etcd.endpoints"], attempt=attempt, retry_in=round(delay, 2),
+                        error=str(exc))
+        except BaseException:
             store.close()
             raise
-    store.close()
-    data = data_home() / "etcd"
-    log.warning("etcd.embedded", reason=f"no etcd answered at {DEFAULT_ETCD}", data_dir=str(data),
-                endpoint=DEFAULT_ETCD)
-    embedded = EmbeddedEtcd(data, client_port=2379, peer_port=free_port(), log_path=data_home() / "etcd.log").start()
-    return EtcdStore(embedded.endpoint), embedded
+        if stop.wait(delay * random.uniform(0.8, 1.2)):
+            return None
+        delay = min(delay * 2, RETRY_MAX)
 
 
 def serve(opts: ServeOptions) -> int:
     from .clock import SystemClock
 
-    store, embedded = connect(opts.etcd, embed=True)
     stop = threading.Event()
-    history = None
-    if opts.node.mongo:
-        from .history import MongoHistory
-
-        history = MongoHistory(opts.node.mongo)
-    node = Node(store, Keys(opts.prefix), opts.node, clock=SystemClock(opts.skew), history=history, on_drain=stop.set)
     received: list[str] = []
 
     def on_signal(signum, _frame):
@@ -64,6 +97,26 @@ def serve(opts: ServeOptions) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    embedded = start_embedded(opts.cfg) if opts.cfg["serve.embedded"] else None
+    try:
+        store = wait_for_etcd(opts.cfg, stop)
+        if store is None:
+            log.info("node.signal", signal=received[0] if received else "stop", connected=False)
+            return 0
+        return _run(store, opts, stop, received, SystemClock(opts.skew))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            log.info("etcd.embedded_stopped")
+
+
+def _run(store: EtcdStore, opts: ServeOptions, stop: threading.Event, received: list[str], clock) -> int:
+    history = None
+    if opts.node.mongo:
+        from .history import MongoHistory
+
+        history = MongoHistory(opts.node.mongo)
+    node = Node(store, Keys(opts.cfg["etcd.prefix"]), opts.node, clock=clock, history=history, on_drain=stop.set)
     try:
         node.start()
         # A timed wait: a signal that lands on another thread is then still seen by the main one.
@@ -73,7 +126,4 @@ def serve(opts: ServeOptions) -> int:
         node.stop()
     finally:
         store.close()
-        if embedded is not None:
-            embedded.stop()
-            log.info("etcd.embedded_stopped")
     return 0

@@ -3,8 +3,8 @@ what ran where.
 
     python -m etcdcron.demo [--seconds 20]
 
-The first node finds no etcd at the default endpoint and starts an embedded one (as
-``etcdcron serve`` always does); the other two join it. With no MongoDB answering at the default
+When no etcd answers at the default endpoint, the first node is started with ``--embedded`` and
+runs a single-member etcd there; the other two join it. With no MongoDB answering at the default
 address, the demo starts an embedded one (a SecantusDB server process), registers an app, seeds a
 week of synthetic events through the collector's insert path, and schedules the builtin analytics
 jobs; at the end it prints the app's report. Half-way, one node is stopped with SIGTERM and its
@@ -50,10 +50,10 @@ def main() -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
     procs: dict[str, subprocess.Popen] = {}
 
-    def start(node: str) -> None:
+    def start(node: str, *extra: str) -> None:
         log = open(work / f"{node}.log", "ab")
         procs[node] = subprocess.Popen([sys.executable, "-m", "etcdcron.cli", "serve", "--node-id", node, "--grace", "5",
-                                        "--mongo", env["ETCDCRON_MONGO"]],
+                                        "--mongo", env["ETCDCRON_MONGO"], *extra],
                                        env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
@@ -69,7 +69,7 @@ def main() -> int:
     pymongo.MongoClient(mongo).drop_database("etcdcron_demo")  # the demo's own database, fresh each time
     env["ETCDCRON_MONGO"] = mongo
     embedded = not _etcd_up()
-    start("demo-1")
+    start("demo-1", *(["--embedded"] if embedded else []))
     if not wait_for(_etcd_up, 30, step=0.2):
         raise SystemExit(f"demo: etcd did not come up; see {work}/demo-1.log")
     if embedded:

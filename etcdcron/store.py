@@ -191,6 +191,19 @@ class EtcdStore:
         self._metadata: tuple | None = None
         self._closed = False
 
+    @classmethod
+    def from_settings(cls, endpoints: str | Sequence[str], *, ca: str | None = None, cert: str | None = None,
+                      key: str | None = None, user: str | None = None, password_file: str | None = None,
+                      timeout: float = 3.0) -> "EtcdStore":
+        """The store the configuration describes; the password is read from ``password_file``."""
+        password = None
+        if password_file:
+            try:
+                password = open(password_file, encoding="utf-8").read().removesuffix("\n")
+            except OSError as exc:
+                raise StoreError(f"cannot read --etcd-password-file {password_file}: {exc.strerror or exc}") from None
+        return cls(endpoints, timeout=timeout, user=user, password=password, ca_cert=ca, cert_key=key, cert_cert=cert)
+
     # channel management: one channel at a time; on an unavailable endpoint, the next call tries the next one
     def _chan(self) -> grpc.Channel:
         with self._lock:

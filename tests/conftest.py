@@ -11,13 +11,21 @@ from etcdcron.keys import Keys
 from etcdcron.store import EtcdStore
 from etcdcron.testing import Cluster, EtcdCluster
 
+from . import backends
 from .mongo import MongoServer
+
+
+def pytest_report_header(config) -> str:
+    return backends.describe()
 
 
 @pytest.fixture(scope="session")
 def etcd(tmp_path_factory) -> str:
     """Endpoint URL of a real single-member etcd started for this test session."""
-    server = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
+    if backends.backend() == "containers":
+        server = backends.EtcdContainer().start()
+    else:
+        server = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
     yield server.endpoints
     server.stop()
 
@@ -50,7 +58,10 @@ def cluster(etcd, prefix, tmp_path) -> Cluster:
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory) -> MongoServer:
     """A MongoDB wire-protocol server (SecantusDB's secantusd-py, a separate process) for this session."""
-    server = MongoServer(tmp_path_factory.mktemp("mongo")).start()
+    if backends.backend() == "containers":
+        server = backends.MongoContainer().start()
+    else:
+        server = MongoServer(tmp_path_factory.mktemp("mongo")).start()
     yield server
     server.stop()
 
