@@ -324,6 +324,9 @@ _register_analytics()
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every error is one line on stderr and an exit code, never a traceback."""
     command = typer.main.get_command(app)
+    # Warnings of the adapters go to stderr, so that --json output stays clean; serve and collect
+    # configure their own level.
+    logsetup.configure("warning")
     try:
         command.main(args=argv, prog_name="etcdcron", standalone_mode=False)
         return 0

@@ -43,7 +43,13 @@ def register(app: typer.Typer) -> None:
         """Run the event collector (GoAnalytics client API and /v1/events batches) until SIGTERM."""
         from etcdcron import log as logsetup  # noqa: PLC0415
 
-        from .collector import serve  # noqa: PLC0415
+        try:
+            from .collector import serve  # noqa: PLC0415
+        except ImportError as exc:
+            from etcdcron.errors import EtcdCronError  # noqa: PLC0415
+
+            raise EtcdCronError(f"collect needs the collector's web stack ({exc.name}): "
+                                "pip install 'etcdcron[collector]'") from None
         from .embedded import resolve  # noqa: PLC0415
 
         logsetup.configure(cfg["log.level"])

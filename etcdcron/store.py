@@ -3,10 +3,21 @@
 It uses the generated stubs of etcd-sdk-python (``pyetcd.etcdrpc``) directly, so that every call has a
 timeout, every response gives us its revision, and liveness (lease keep-alive, watches) is ours to
 supervise rather than a helper thread's. grpc errors are mapped to :mod:`etcdcron.errors`.
+
+Security. TLS is used when an endpoint is ``https://`` or any of ``ca``, ``cert``, ``key`` is given
+(given files state the intent: an ``http://`` endpoint with a CA still gets TLS, never plaintext);
+``http://`` and ``https://`` endpoints cannot be mixed. Without ``ca`` the server certificate is
+checked against the system's roots. ``cert`` and ``key`` (a client certificate) go together. With
+``user``, the store authenticates once (``Auth.Authenticate``) and sends the token as ``token`` metadata
+on every call and stream; when etcd says the token is invalid (simple tokens expire after
+``--auth-token-ttl`` idle seconds, and are lost when a member restarts) it authenticates again and
+retries the call once. TLS and auth failures raise StoreTLSError, StoreAuthFailed and
+StorePermissionDenied, not StoreUnavailable: they are configuration errors, not outages to wait out.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -14,11 +25,23 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 from urllib.parse import urlparse
 
-import grpc
-import structlog
-from pyetcd import etcdrpc
+# grpc's C core logs each failed TLS handshake on stderr at INFO; the error we raise already says it,
+# and the CLI promises one line. Read once, when grpc is first imported (only this module imports it).
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from .errors import StoreCompacted, StoreError, StoreUnavailable
+import grpc  # noqa: E402
+import structlog  # noqa: E402
+from pyetcd import etcdrpc  # noqa: E402
+
+from .errors import (  # noqa: E402
+    InvalidInput,
+    StoreAuthFailed,
+    StoreCompacted,
+    StoreError,
+    StorePermissionDenied,
+    StoreTLSError,
+    StoreUnavailable,
+)
 
 log = structlog.get_logger("etcdcron.store")
 
@@ -146,78 +169,117 @@ def none_under(prefix: str):
 # --- the adapter ------------------------------------------------------------------------------
 
 
-def parse_endpoints(spec: str | Sequence[str]) -> list[str]:
-    """``"http://a:2379,http://b:2379"`` -> ``["a:2379", "b:2379"]``."""
+def _split_endpoints(spec: str | Sequence[str]) -> list[tuple[str, str]]:
+    """``"http://a:2379,b"`` -> ``[("http", "a:2379"), ("", "b:2379")]`` (no scheme: "")."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out = []
     for item in items:
         item = item.strip()
         if not item:
             continue
-        url = urlparse(item if "://" in item else "http://" + item)
-        if not url.hostname:
-            raise StoreError(f"bad etcd endpoint {item!r}")
-        out.append(f"{url.hostname}:{url.port or 2379}")
+        url = urlparse(item if "://" in item else "//" + item)
+        if url.scheme not in ("", "http", "https") or not url.hostname:
+            raise InvalidInput(f"bad etcd endpoint {item!r} (want http://HOST:PORT or https://HOST:PORT)")
+        try:
+            port = url.port or 2379
+        except ValueError:
+            raise InvalidInput(f"bad etcd endpoint {item!r}: bad port") from None
+        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname  # an IPv6 address
+        out.append((url.scheme, f"{host}:{port}"))
     if not out:
-        raise StoreError("no etcd endpoint given")
+        raise InvalidInput("no etcd endpoint given")
     return out
 
 
-class EtcdStore:
-    """A small, typed etcd v3 client with a timeout on every call and failover across endpoints."""
+def parse_endpoints(spec: str | Sequence[str]) -> list[str]:
+    """``"http://a:2379,b:2379"`` -> ``["a:2379", "b:2379"]``."""
+    return [target for _, target in _split_endpoints(spec)]
 
-    def __init__(
-        self,
-        endpoints: str | Sequence[str],
-        timeout: float = 3.0,
-        user: str | None = None,
-        password: str | None = None,
-        ca_cert: str | None = None,
-        cert_key: str | None = None,
-        cert_cert: str | None = None,
-    ) -> None:
-        self.endpoints = parse_endpoints(endpoints)
+
+def _read_pem(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data:
+        raise InvalidInput(f"{flag} {path} is not a PEM file")
+    return data
+
+
+# etcd's answers when the token it got no longer names a session: authenticate again and retry.
+_STALE_TOKEN = ("invalid auth token", "auth store is old", "user name is empty")
+
+
+class EtcdStore:
+    """A small, typed etcd v3 client with a timeout on every call and failover across endpoints.
+
+    ``ca``, ``cert``, ``key`` are PEM files (the CA that signed etcd's server certificate; a client
+    certificate and its key); ``user`` and ``password`` authenticate (see the module docstring for when
+    TLS is on). A bad endpoint, an unreadable file or a half-given pair raises InvalidInput."""
+
+    def __init__(self, endpoints: str | Sequence[str], timeout: float = 3.0, *, ca: str | None = None,
+                 cert: str | None = None, key: str | None = None, user: str | None = None,
+                 password: str | None = None) -> None:
+        split = _split_endpoints(endpoints)
+        schemes = {scheme for scheme, _ in split}
+        if {"http", "https"} <= schemes:
+            raise InvalidInput(f"etcd endpoints mix http:// and https://: {endpoints!r}")
+        if bool(cert) != bool(key):
+            raise InvalidInput("--etcd-cert and --etcd-key go together: give both or neither")
+        self.endpoints = [target for _, target in split]
         self.timeout = timeout
+        self.tls = "https" in schemes or bool(ca or cert or key)
+        self._ca, self._cert, self._key = ca, cert, key
         self._creds = None
-        self._ca_cert = ca_cert
-        if ca_cert:
-            def read(p):
-                return open(p, "rb").read() if p else None
-            self._creds = grpc.ssl_channel_credentials(read(ca_cert), read(cert_key), read(cert_cert))
+        if self.tls:
+            self._creds = grpc.ssl_channel_credentials(
+                _read_pem(ca, "--etcd-ca") if ca else None,  # None: grpc's own roots
+                _read_pem(key, "--etcd-key") if key else None,
+                _read_pem(cert, "--etcd-cert") if cert else None,
+            )
         self._user, self._password = user, password
+        if user and not self.tls:
+            log.warning("etcd.auth_without_tls", user=user, note="the password and token cross the network in clear")
         self._lock = threading.Lock()
         self._index = 0
         self._channel: grpc.Channel | None = None
-        self._metadata: tuple | None = None
+        self._auth_lock = threading.Lock()
+        self._token: str | None = None  # None: not authenticated yet; "": etcd has auth disabled
         self._closed = False
 
     @classmethod
     def from_settings(cls, endpoints: str | Sequence[str], *, ca: str | None = None, cert: str | None = None,
                       key: str | None = None, user: str | None = None, password_file: str | None = None,
                       timeout: float = 3.0) -> "EtcdStore":
-        """The store the configuration describes; the password is read from ``password_file``."""
+        """The store the configuration's etcd settings describe. The password is only ever read from
+        ``password_file`` (one trailing newline stripped), never taken as a value."""
+        if password_file and not user:
+            raise InvalidInput(f"--etcd-password-file {password_file} needs --etcd-user")
+        if user and not password_file:
+            raise InvalidInput(f"--etcd-user {user} needs --etcd-password-file (the password is only read from a file)")
         password = None
         if password_file:
             try:
-                password = open(password_file, encoding="utf-8").read().removesuffix("\n")
-            except OSError as exc:
-                raise StoreError(f"cannot read --etcd-password-file {password_file}: {exc.strerror or exc}") from None
-        return cls(endpoints, timeout=timeout, user=user, password=password, ca_cert=ca, cert_key=key, cert_cert=cert)
+                with open(password_file, encoding="utf-8") as f:
+                    password = f.read().removesuffix("\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise InvalidInput(f"cannot read --etcd-password-file {password_file}: {reason}") from None
+        return cls(endpoints, timeout, ca=ca, cert=cert, key=key, user=user, password=password)
 
     # channel management: one channel at a time; on an unavailable endpoint, the next call tries the next one
+    def _target(self) -> str:
+        return self.endpoints[self._index % len(self.endpoints)]
+
     def _chan(self) -> grpc.Channel:
         with self._lock:
             if self._channel is None:
-                target = self.endpoints[self._index % len(self.endpoints)]
+                target = self._target()
                 if self._creds is not None:
                     self._channel = grpc.secure_channel(target, self._creds, options=_CHANNEL_OPTIONS)
                 else:
                     self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-                if self._user is not None:
-                    resp = etcdrpc.AuthStub(self._channel).Authenticate(
-                        etcdrpc.AuthenticateRequest(name=self._user, password=self._password or ""), timeout=self.timeout
-                    )
-                    self._metadata = (("token", resp.token),)
             return self._channel
 
     def _rotate(self) -> None:
@@ -227,24 +289,112 @@ class EtcdStore:
                 self._channel = None
                 self._index += 1
 
-    def _call(self, stub_cls, method: str, request, timeout: float | None = None):
-        try:
-            stub = stub_cls(self._chan())
-            return getattr(stub, method)(request, timeout=timeout or self.timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise self._map(exc) from exc
-        except ValueError as exc:  # grpc raises ValueError on a closed channel
-            raise StoreUnavailable(f"etcd channel closed: {exc}") from exc
+    # authentication: one token for every call and stream, renewed when etcd refuses it
+    def _md(self) -> tuple | None:
+        """The call metadata: the auth token (authenticating first if need be), or None without a user."""
+        if self._user is None:
+            return None
+        token = self._token
+        if token is None:
+            with self._auth_lock:
+                if self._token is None:
+                    self._token = self._authenticate()
+                token = self._token
+        return (("token", token),) if token else None
 
-    def _map(self, exc: grpc.RpcError) -> StoreError:
+    def _authenticate(self) -> str:
+        req = etcdrpc.AuthenticateRequest(name=self._user, password=self._password or "")
+        try:
+            resp = etcdrpc.AuthStub(self._chan()).Authenticate(req, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "not enabled" in (exc.details() or ""):
+                log.warning("etcd.auth_not_enabled", user=self._user, note="connecting without a token")
+                return ""
+            raise self._map(exc, "Authenticate") from exc
+        except ValueError as exc:
+            raise StoreUnavailable(f"etcd channel closed: {exc}") from exc
+        return resp.token
+
+    def _stale_token(self, exc: grpc.RpcError, md: tuple | None) -> bool:
+        """Was ``exc`` etcd refusing the token we sent (or the lack of one, since auth was enabled)?
+        If so, forget it, so that the next call authenticates again."""
+        if self._user is None or not any(s in (exc.details() or "") for s in _STALE_TOKEN):
+            return False
+        self._forget_token(md)
+        return True
+
+    def _forget_token(self, md: tuple | None) -> None:
+        with self._auth_lock:
+            if self._token == (md[0][1] if md else ""):
+                self._token = None  # only the token that failed: another thread may have renewed it
+
+    def _call(self, stub_cls, method: str, request, timeout: float | None = None):
+        for attempt in (1, 2):
+            md = None
+            try:
+                md = self._md()
+                stub = stub_cls(self._chan())
+                return getattr(stub, method)(request, timeout=timeout or self.timeout, metadata=md)
+            except grpc.RpcError as exc:
+                if attempt == 1 and self._stale_token(exc, md):
+                    log.info("etcd.token_renewed", user=self._user, reason=exc.details())
+                    continue
+                raise self._map(exc, method, request) from exc
+            except ValueError as exc:  # grpc raises ValueError on a closed channel
+                raise StoreUnavailable(f"etcd channel closed: {exc}") from exc
+
+    def _map(self, exc: grpc.RpcError, method: str = "", request=None) -> StoreError:
         code = exc.code() if hasattr(exc, "code") else None
-        details = exc.details() if hasattr(exc, "details") else str(exc)
+        details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
         if code in _UNAVAILABLE:
+            target = self._target()
             self._rotate()
+            tls = self._tls_failure(details, target)
+            if tls is not None:
+                return tls
+            if "Handshake read failed" in details:  # a plaintext server hangs up on our TLS hello
+                details += f" (is {target} serving TLS?)"
             return StoreUnavailable(f"etcd unavailable at {','.join(self.endpoints)}: {details}")
-        if details and "compacted" in details:
+        if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in details:
+            return StorePermissionDenied(f"etcd denied {_describe(method, request)}: permission denied for {self._who()}")
+        if "authentication failed" in details:
+            return StoreAuthFailed(f"etcd authentication failed for user {self._user!r}: invalid user name or password")
+        if "user name is empty" in details:
+            return StoreAuthFailed("etcd requires authentication: give --etcd-user and --etcd-password-file")
+        if any(s in details for s in _STALE_TOKEN):
+            return StoreAuthFailed(f"etcd refused the auth token of user {self._user!r}: {details}")
+        if "compacted" in details:
             return StoreCompacted(f"etcd: {details}")
         return StoreError(f"etcd error {code.name if code else ''}: {details}")
+
+    def _tls_failure(self, details: str, target: str) -> StoreTLSError | None:
+        """The TLS cause in grpc's UNAVAILABLE detail, as one line; None when it is not about TLS."""
+        if "CERTIFICATE_VERIFY_FAILED" in details:
+            reason = details.split("CERTIFICATE_VERIFY_FAILED:", 1)[1].removesuffix(": OK").strip()
+            by, hint = (f"--etcd-ca {self._ca}", "") if self._ca else ("the system's CA certificates", "; give --etcd-ca")
+            return StoreTLSError(f"etcd TLS handshake with {target} failed: server certificate not trusted by {by}"
+                                 f" ({reason or 'verify failed'}{hint})")
+        if "Hostname Verification" in details or "Peer name" in details:
+            return StoreTLSError(f"etcd TLS handshake with {target} failed: the server certificate does not name "
+                                 f"{target.rsplit(':', 1)[0]}")
+        if "ALERT_BAD_CERTIFICATE" in details or "CERTIFICATE_REQUIRED" in details or "ALERT_UNKNOWN_CA" in details:
+            if not self._cert:
+                return StoreTLSError(f"etcd at {target} refused the connection: a client certificate is required "
+                                     f"(--etcd-cert/--etcd-key)")
+            return StoreTLSError(f"etcd at {target} refused the client certificate --etcd-cert {self._cert} "
+                                 f"(not signed by a CA etcd trusts, expired, or not for client auth)")
+        if "andshake failed" in details or "SSL_ERROR" in details:
+            reason = details.rsplit("SSL_ERROR_SSL:", 1)[-1].removesuffix(": OK").strip()
+            return StoreTLSError(f"etcd TLS handshake with {target} failed: {reason}")
+        return None
+
+    def _who(self) -> str:
+        if self._user:
+            return f"user {self._user!r}"
+        if self._cert:
+            return f"the user named by the client certificate {self._cert}"
+        return "a client without --etcd-user"
+
 
     # --- KV
     def get(self, key: str) -> KV | None:
@@ -342,15 +492,18 @@ class EtcdStore:
 
     def keepalive(self, lease: int) -> int:
         """Refresh ``lease`` once; the remaining TTL, <= 0 when the lease is gone."""
+        md = None
         try:
+            md = self._md()
             stream = etcdrpc.LeaseStub(self._chan()).LeaseKeepAlive(
-                iter([etcdrpc.LeaseKeepAliveRequest(ID=lease)]), timeout=self.timeout, metadata=self._metadata
+                iter([etcdrpc.LeaseKeepAliveRequest(ID=lease)]), timeout=self.timeout, metadata=md
             )
             for resp in stream:
                 return resp.TTL
             return 0
         except grpc.RpcError as exc:
-            raise self._map(exc) from exc
+            self._stale_token(exc, md)  # the next keep-alive, a tick later, authenticates again
+            raise self._map(exc, "LeaseKeepAlive") from exc
         except ValueError as exc:
             raise StoreUnavailable(f"etcd channel closed: {exc}") from exc
 
@@ -368,21 +521,34 @@ class EtcdStore:
                 "member": resp.header.member_id, "revision": resp.header.revision, "raft_term": resp.raftTerm}
 
     def server_time(self) -> tuple[float, float, float]:
-        """etcd's wall clock, from the ``Date`` header of its HTTP ``/version`` (1 s resolution).
-        Returns (local time sent, local time received, server second)."""
+        """etcd's wall clock, from the ``Date`` header of its HTTP ``/version`` (1 s resolution), over
+        the same TLS as the gRPC calls. Returns (local time sent, local time received, server second)."""
         import ssl
         import urllib.request
         from email.utils import parsedate_to_datetime
 
-        target = self.endpoints[self._index % len(self.endpoints)]
+        target = self._target()
         scheme, ctx = "http", None
-        if self._creds is not None:
-            scheme, ctx = "https", ssl.create_default_context(cafile=self._ca_cert)
+        if self.tls:
+            scheme, ctx = "https", ssl.create_default_context(cafile=self._ca)
+            if self._cert:
+                ctx.load_cert_chain(self._cert, self._key)
+        # etcd is reached directly, never through an HTTP(S)_PROXY of the environment
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
         sent = time.time()
         try:
-            with urllib.request.urlopen(f"{scheme}://{target}/version", timeout=self.timeout, context=ctx) as resp:
+            with opener.open(f"{scheme}://{target}/version", timeout=self.timeout) as resp:
                 date = resp.headers["Date"]
         except OSError as exc:
+            reason = getattr(exc, "reason", exc)  # urllib wraps the ssl error in a URLError
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                if "ostname" in (reason.verify_message or ""):
+                    details = "Hostname Verification Check failed"
+                else:
+                    details = f"CERTIFICATE_VERIFY_FAILED: {reason.verify_message}"
+                raise self._tls_failure(details, target) from exc
+            if isinstance(reason, ssl.SSLError):
+                raise self._tls_failure(f"SSL_ERROR_SSL: {reason.reason or reason}", target) from exc
             raise StoreUnavailable(f"etcd time unavailable at {target}: {exc}") from exc
         return sent, time.time(), parsedate_to_datetime(date).timestamp()
 
@@ -399,6 +565,31 @@ class EtcdStore:
             if self._channel is not None:
                 self._channel.close()
                 self._channel = None
+
+
+def _keys_of(request) -> list[str]:
+    """The keys a request names, in order (compares first, then operations; nested transactions too)."""
+    if isinstance(request, etcdrpc.TxnRequest):
+        keys = [c.key for c in request.compare]
+        for op in [*request.success, *request.failure]:
+            which = op.WhichOneof("request")
+            inner = getattr(op, which) if which else None
+            keys += _keys_of(inner) if which == "request_txn" else [inner.key] if inner is not None else []
+        return list(dict.fromkeys(k.decode(errors="replace") if isinstance(k, bytes) else k for k in keys))
+    key = getattr(request, "key", None)
+    return [key.decode(errors="replace")] if key else []
+
+
+def _describe(method: str, request) -> str:
+    """A refused request in a few words: ``write /p/x``, ``transaction on /p/a (+2 more keys)``."""
+    keys = _keys_of(request) if request is not None else []
+    verb = {"Range": "read", "Put": "write", "DeleteRange": "delete", "Txn": "transaction on", "Watch": "watch"}
+    if not keys:
+        return method or "the request"
+    ranged = "*" if getattr(request, "range_end", b"") else ""
+    more = f" (+{len(keys) - 1} more keys)" if len(keys) > 1 else ""
+    return f"{verb.get(method, method)} {keys[0]}{ranged}{more}"
+
 
 
 class Watch:
@@ -476,8 +667,9 @@ class Watch:
             progress_notify=True,
         )
         q.put(etcdrpc.WatchRequest(create_request=create))
+        md = self.store._md()
         stub = etcdrpc.WatchStub(self.store._chan())
-        call = stub.Watch(self._request_iter(q), metadata=self.store._metadata)
+        call = stub.Watch(self._request_iter(q), metadata=md)
         self._call = call
         try:
             for resp in call:
@@ -488,6 +680,12 @@ class Watch:
                 if resp.canceled:
                     if "compacted" in resp.cancel_reason:
                         raise StoreCompacted(resp.cancel_reason)
+                    if "permission denied" in resp.cancel_reason:
+                        # etcd (3.5) says so for an expired token too: authenticate again before the
+                        # retry; if the role really lacks the prefix, the retries say so in the log
+                        self.store._forget_token(md)
+                        raise StorePermissionDenied(f"etcd denied watch {self.prefix}*: permission denied for "
+                                                    f"{self.store._who()}")
                     raise StoreError(f"watch canceled: {resp.cancel_reason}")
                 if resp.events:
                     events = [Event("put" if ev.type == 0 else "delete", _kv(ev.kv)) for ev in resp.events]
@@ -499,7 +697,8 @@ class Watch:
         except grpc.RpcError as exc:
             if self._stop.is_set():
                 return
-            raise self.store._map(exc) from exc
+            self.store._stale_token(exc, md)
+            raise self.store._map(exc, "Watch") from exc
         finally:
             q.put(None)
             self._call = None

@@ -8,6 +8,15 @@ the one way to start etcd, start nodes, give them a job that leaves evidence, an
       ...
       etcd.stop()
 
+* :func:`make_certs` — a test PKI (:class:`Certs`: CA, server and client certificates, an unrelated
+  CA); ``EtcdCluster(..., tls=certs)`` serves https with client-cert auth, ``etcd.enable_auth(prefix)``
+  turns on etcd's auth with a user limited to the prefix, ``etcd.client(user, password)`` opens a store::
+
+      certs = make_certs(tmp / "pki")
+      etcd = EtcdCluster(tmp / "etcd", size=1, tls=certs).start()
+      etcd.enable_auth("/t-1", user="etcdcron", password="pw", root_password="root-pw")
+      store = etcd.client("etcdcron", "pw")
+
 * :class:`Cluster` — ``etcdcron serve`` processes on one etcd and one key prefix, with its
   ``store``, ``keys`` and ``admin``, the ``cli(...)`` of that cluster, and the ledger::
 
@@ -33,6 +42,7 @@ StoreUnavailable.
 
 from __future__ import annotations
 
+from ._testing_certs import Certs, make_certs
 from ._testing_checker import FINAL, NOT_RUN, Record, Scenario, check, record_of, slots
 from ._testing_etcd import EtcdCluster, Member
 from ._testing_ledger import LEDGER_CMD, Line, parse_line, read_ledger
@@ -42,6 +52,7 @@ __all__ = [
     "FINAL",
     "LEDGER_CMD",
     "NOT_RUN",
+    "Certs",
     "Cluster",
     "EtcdCluster",
     "Line",
@@ -51,6 +62,7 @@ __all__ = [
     "assert_exactly_once",
     "check",
     "cli_command",
+    "make_certs",
     "parse_line",
     "read_ledger",
     "record_of",
