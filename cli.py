@@ -160,6 +160,46 @@ def rm(name: str, as_json: Json = False, cfg: Config = None) -> None:
     _out({"job": name, "removed": True}, as_json, f"removed job {name}")
 
 
+class FileFormat(str, Enum):
+    yaml = "yaml"
+    toml = "toml"
+
+
+@app.command()
+@configured("etcd")
+def apply(files: Annotated[list[str], typer.Argument(metavar="FILE", help="jobs files, YAML or TOML (by extension; - reads standard input)")],
+          prune: Annotated[bool, typer.Option("--prune", help="remove jobs applied before that the files no longer name")] = False,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would change; write nothing")] = False,
+          fmt: Annotated[Optional[FileFormat], typer.Option("--format", help="read every file as this format")] = None,
+          as_json: Json = False, cfg: Config = None) -> None:
+    """Create and replace the jobs the files describe (all validated first); a second apply changes nothing."""
+    from etcdcron import apply as jobfiles
+
+    entries = jobfiles.load(files, fmt.value if fmt else None)
+    changes = _admin(cfg).apply(entries, prune=prune, dry_run=dry_run)
+    _out(jobfiles.result(changes, dry_run), as_json, jobfiles.describe(changes, dry_run))
+
+
+@app.command()
+@configured("etcd")
+def export(fmt: Annotated[FileFormat, typer.Option("--format")] = FileFormat.yaml,
+           output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")] = None,
+           cfg: Config = None) -> None:
+    """Write the current jobs as a jobs file (`etcdcron apply` of it changes nothing)."""
+    text = _admin(cfg).export(fmt.value)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        # written whole or not at all: a half-written jobs file applied later would drop jobs
+        tmp = f"{output}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise InvalidInput(f"bad --output {output!r}: {exc.strerror or exc}") from None
+
+
 @app.command()
 @configured("etcd")
 def pause(name: str, as_json: Json = False, cfg: Config = None) -> None:

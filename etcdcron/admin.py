@@ -7,13 +7,22 @@ import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+import structlog
+
+from . import apply as jobfiles
 from . import store as st
 from .claims import Claim
-from .errors import InvalidSpec, JobNotFound
+from .errors import ConcurrentChange, InvalidSpec, JobNotFound
 from .jobs import JobSpec, check_name
 from .keys import Keys
 from .nodes import leader_of
 from .store import EtcdStore
+
+log = structlog.get_logger("etcdcron.admin")
+
+# etcd refuses a transaction with more than 128 compares or 128 operations (--max-txn-ops): a batch
+# of apply stays within it (a created job is 2 operations, a pruned one 7).
+TXN_OPS = 128
 
 
 class Admin:
@@ -21,11 +30,12 @@ class Admin:
         self.store, self.keys = store, keys
 
     def put_job(self, spec: JobSpec) -> tuple[JobSpec, bool]:
-        """Create or replace; returns (spec, created). A replaced job keeps its paused state."""
+        """Create or replace; returns (spec, created). A replaced job keeps its paused state. A job
+        written here is no longer managed by ``apply`` (``apply --prune`` leaves it alone)."""
         old = self.store.get(self.keys.job(spec.name))
         if old is not None:
             spec = spec.replace(paused=JobSpec.from_json(old.value).paused)
-        self.store.put(self.keys.job(spec.name), spec.to_json())
+        self.store.txn([], [st.put(self.keys.job(spec.name), spec.to_json()), st.delete(self.keys.applied(spec.name))])
         return spec, old is None
 
     def get_job(self, name: str) -> JobSpec:
@@ -41,9 +51,80 @@ class Admin:
 
     def remove(self, name: str) -> None:
         self.get_job(name)
-        self.store.txn([], [st.delete(self.keys.job(name)), st.delete(self.keys.runs(name)),
-                            st.delete(self.keys.trigger(name)), st.delete(self.keys.kill(name)),
-                            st.delete(self.keys.backfilled(name)), st.delete(self.keys.collected(name))])
+        self.store.txn([], self._removal(name))
+
+    def _removal(self, name: str) -> list:
+        """The deletes that remove a job with everything kept for it (not its claims: history)."""
+        return [st.delete(self.keys.job(name)), st.delete(self.keys.runs(name)),
+                st.delete(self.keys.trigger(name)), st.delete(self.keys.kill(name)),
+                st.delete(self.keys.backfilled(name)), st.delete(self.keys.collected(name)),
+                st.delete(self.keys.applied(name))]
+
+    def apply(self, entries: list[jobfiles.Entry], *, prune: bool = False, dry_run: bool = False) -> list[jobfiles.Change]:
+        """Make etcd hold the jobs of ``entries`` (validated by :func:`etcdcron.apply.load`): create
+        the new ones, replace those that differ, and with ``prune`` remove the jobs apply manages
+        that ``entries`` no longer name. Returns the diff; ``dry_run`` only computes it.
+
+        Written in transactions of at most :data:`TXN_OPS` operations, each conditional on the
+        revisions the diff was made against: a job changed meanwhile (``etcdcron add``, another
+        apply) fails its batch whole with :class:`ConcurrentChange`, and nothing of it is written.
+        Earlier batches stay written; applying again converges."""
+        kvs, rev = self.store.get_prefix(self.keys.jobs)
+        marks, _ = self.store.get_prefix(self.keys.applieds, revision=rev)
+        stored = {self.keys.parse(kv.key).job: (JobSpec.from_json(kv.value), kv.mod_revision) for kv in kvs}
+        managed = {self.keys.parse(kv.key).job: kv.mod_revision for kv in marks}
+        changes = jobfiles.diff(entries, {n: s for n, (s, _) in stored.items()}, managed, prune)
+        if dry_run:
+            return changes
+        now = time.time()
+        by_name = {e.spec.name: e for e in entries}
+        batch: list[tuple[str, list, list]] = []
+        written = 0
+        for c in changes:
+            if c.action is jobfiles.Action.UNCHANGED:
+                continue
+            old, old_rev = stored.get(c.name, (None, 0))
+            job_key, mark_key = self.keys.job(c.name), self.keys.applied(c.name)
+            mark = st.put(mark_key, json.dumps({"at": now}))
+            if c.action is jobfiles.Action.PRUNE:
+                cond = [st.mod_rev(job_key, "==", old_rev), st.mod_rev(mark_key, "==", managed[c.name])]
+                ops = self._removal(c.name)
+            elif c.action is jobfiles.Action.CREATE:
+                e = by_name[c.name]
+                cond = [st.version(job_key, "==", 0)]
+                ops = [st.put(job_key, e.spec.replace(active_since=now, paused=bool(e.paused)).to_json()), mark]
+            elif [k for k, _, _ in c.fields] == ["managed"]:  # same spec: only take it over
+                cond, ops = [st.mod_rev(job_key, "==", old_rev)], [mark]
+            else:  # like `add` replacing a job: active from now on
+                e = by_name[c.name]
+                spec = e.spec.replace(active_since=now, paused=old.paused if e.paused is None else e.paused)
+                cond, ops = [st.mod_rev(job_key, "==", old_rev)], [st.put(job_key, spec.to_json()), mark]
+            if batch and (sum(len(b[1]) for b in batch) + len(cond) > TXN_OPS
+                          or sum(len(b[2]) for b in batch) + len(ops) > TXN_OPS):
+                written += self._apply_batch(batch, stored, written)
+                batch = []
+            batch.append((c.name, cond, ops))
+        if batch:
+            self._apply_batch(batch, stored, written)
+        log.info("jobs.applied", **{a.value: sum(1 for c in changes if c.action is a) for a in jobfiles.Action})
+        return changes
+
+    def _apply_batch(self, batch: list[tuple[str, list, list]], stored: dict, written: int) -> int:
+        names = [name for name, _, _ in batch]
+        res = self.store.txn([c for _, cond, _ in batch for c in cond], [op for _, _, ops in batch for op in ops],
+                             [st.get(self.keys.job(n)) for n in names])
+        if res.succeeded:
+            return len(batch)
+        # the failure branch read the jobs back: name one that moved (else it was an apply marker)
+        moved = [n for n, got in zip(names, res.ranges)
+                 if (got[0].mod_revision if got else 0) != stored.get(n, (None, 0))[1]]
+        what = f"job {moved[0]!r} changed" if moved else "a job's apply marker changed"
+        raise ConcurrentChange(f"{what} in etcd while apply ran, so its batch of {len(batch)} job(s) was not written"
+                               f"{f' ({written} written before it)' if written else ''}: run apply again")
+
+    def export(self, fmt: str = "yaml") -> str:
+        """The current jobs as a jobs file (``apply`` of it changes nothing)."""
+        return jobfiles.dump(self.jobs(), fmt)
 
     def trigger(self, name: str) -> float:
         spec = self.get_job(name)

@@ -7,6 +7,7 @@
     │   ├── InvalidJobName
     │   └── InvalidSpec
     ├── JobNotFound
+    ├── ConcurrentChange        keys changed between our read and our conditional write; that write did nothing
     ├── StoreError              etcd could not be used (grpc / etcd errors are mapped here)
     │   ├── StoreUnavailable    no endpoint answered in time
     │   ├── StoreCompacted      a watch asked for a revision etcd has compacted
@@ -50,6 +51,11 @@ class InvalidSpec(InvalidInput):
 
 class JobNotFound(EtcdCronError):
     """The named job does not exist."""
+
+
+class ConcurrentChange(EtcdCronError):
+    """A conditional write found the keys changed since they were read (another writer came between);
+    that write did nothing, and running the command again reads the new state."""
 
 
 class StoreError(EtcdCronError):

@@ -16,6 +16,8 @@
                                          start time + deadline + slack is at or before t has been judged
     <prefix>/collected/<job>             the highest slot whose claim the leader collected (written with
                                          the deletes): every firing at or below it was judged
+    <prefix>/applied/<job>               the job is managed by ``etcdcron apply`` (written with the job), so
+                                         ``apply --prune`` may remove it; {"at": t}. ``add`` deletes it.
 
 Slots are Unix seconds, zero-padded to 12 digits so that keys sort by time.
 """
@@ -44,6 +46,7 @@ class Kind(StrEnum):
     DRAIN = "control/drain"
     TRIGGER = "control/trigger"
     BACKFILL = "control/backfill"
+    APPLIED = "applied"  # the job is managed by `etcdcron apply`; the view ignores it
     OTHER = "other"  # backfilled/, chores/, collected/ and anything unknown: the view ignores them
 
 
@@ -52,7 +55,7 @@ class Parsed:
     """A key taken apart by :meth:`Keys.parse`, the inverse of the builders."""
 
     kind: Kind
-    job: str = ""  # JOB, CLAIM, RUNNING, RUNS, KILL, TRIGGER, BACKFILL
+    job: str = ""  # JOB, CLAIM, RUNNING, RUNS, KILL, TRIGGER, BACKFILL, APPLIED
     slot: int = 0  # CLAIM, RUNNING
     node: str = ""  # NODE, DRAIN
     ident: str = ""  # BACKFILL: the request id
@@ -156,6 +159,8 @@ class Keys:
                 return Parsed(Kind(kind), job=parts[0], slot=int(parts[1]))
             if kind == "runs" and len(parts) == 1:
                 return Parsed(Kind.RUNS, job=parts[0])
+            if kind == "applied" and len(parts) == 1:
+                return Parsed(Kind.APPLIED, job=parts[0])
             if kind == "control" and parts == ["degrade"]:
                 return Parsed(Kind.DEGRADE)
             if kind == "control" and len(parts) == 2 and parts[0] in ("kill", "trigger"):
@@ -178,3 +183,10 @@ class Keys:
     @property
     def collecteds(self) -> str:
         return f"{self.prefix}/collected/"
+
+    def applied(self, job: str) -> str:
+        return f"{self.prefix}/applied/{job}"
+
+    @property
+    def applieds(self) -> str:
+        return f"{self.prefix}/applied/"

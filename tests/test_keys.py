@@ -19,6 +19,7 @@ def test_every_key_parses_back_to_what_built_it():
         assert keys.parse(keys.trigger("j")) == Parsed(Kind.TRIGGER, job="j")
         assert keys.parse(keys.drain("n1")) == Parsed(Kind.DRAIN, node="n1")
         assert keys.parse(keys.backfill("j", "ab12")) == Parsed(Kind.BACKFILL, job="j", ident="ab12")
+        assert keys.parse(keys.applied("j")) == Parsed(Kind.APPLIED, job="j")
         for other in (keys.backfilled("j"), keys.missed_watermark, keys.collected("j"), keys.claims("j") + "x/y",
                       keys.prefix + "/claims/j/notanumber"):
             assert keys.parse(other).kind is Kind.OTHER, other
