@@ -128,8 +128,10 @@ def test_version():
 
 def test_shell_completion():
     """Completion is typer's: the script is offered and completing a command name works."""
-    r = cli("--show-completion", "bash")
-    assert r.returncode == 0 and "_etcdcron_completion" in r.stdout
+    # typer finds the shell from the parent process: run the command from bash.
+    r = subprocess.run(["bash", "-c", f"'{sys.executable}' '{ROOT / 'cli.py'}' --show-completion; true"],
+                       capture_output=True, text=True, timeout=60)
+    assert "_etcdcron_completion" in r.stdout, r.stderr
     r = cli(env={"_ETCDCRON_COMPLETE": "complete_bash", "COMP_WORDS": "etcdcron pau", "COMP_CWORD": "1"})
     assert r.stdout.split() == ["pause"]
 
