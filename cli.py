@@ -29,7 +29,7 @@ from etcdcron.admin import Admin
 from etcdcron.cliopts import configured
 from etcdcron.config import Config
 from etcdcron.errors import EtcdCronError, InvalidInput, JobNotFound
-from etcdcron.jobs import DEFAULT_STARTING_DEADLINE, make_spec, parse_args, parse_instant
+from etcdcron.jobs import DEFAULT_STARTING_DEADLINE, make_spec, parse_args, parse_env, parse_instant, read_env_file
 from etcdcron.keys import Keys
 
 app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -112,6 +112,8 @@ def add(
     jitter: Annotated[float, typer.Option("--jitter", help="seconds")] = 0.0,
     on_node_loss: Annotated[NodeLoss, typer.Option("--on-node-loss")] = NodeLoss.rerun,
     arg: Annotated[list[str], typer.Option("--arg", help="KEY=VALUE for the job")] = [],
+    env: Annotated[list[str], typer.Option("--env", metavar="NAME=VALUE", help="NAME=VALUE in a shell job's environment (repeatable)")] = [],
+    env_file: Annotated[Optional[str], typer.Option("--env-file", metavar="FILE", help="NAME=VALUE lines for the environment (# comments; --env wins)")] = None,
     catchup: Annotated[Catchup, typer.Option("--catchup", help="after downtime: newest missed firing, all, or none")] = Catchup.latest,
     catchup_cap: Annotated[int, typer.Option("--catchup-cap", help="at most this many replays after one outage")] = 20,
     retry_delay: Annotated[float, typer.Option("--retry-delay", help="first retry backoff, seconds (doubles, jittered)")] = 1.0,
@@ -124,7 +126,8 @@ def add(
     spec = make_spec(name, schedule, builtin=builtin, shell=shell, http=http, tz=tz, level=level,
                      concurrency=concurrency.value, timeout=timeout, retries=retries,
                      starting_deadline=starting_deadline, jitter=jitter, on_node_loss=on_node_loss.value,
-                     args=parse_args(arg), active_since=time.time(), catchup=catchup.value,
+                     args=parse_args(arg), env={**(read_env_file(env_file) if env_file else {}), **parse_env(env)},
+                     active_since=time.time(), catchup=catchup.value,
                      catchup_cap=catchup_cap, retry_delay=retry_delay,
                      start_at=parse_instant(start_at, "--start-at") if start_at else None,
                      end_at=parse_instant(end_at, "--end-at") if end_at else None, max_runs=max_runs)

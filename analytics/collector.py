@@ -1,7 +1,10 @@
 """The collector: an ASGI app (Starlette, served by uvicorn) that takes client events into ``events``.
 
 Routes: ``POST /i/user/open_app`` and ``POST /i/usage/time`` (the GoAnalytics client API),
-``POST /v1/events`` (batches), ``GET /healthz``. Checks run cheapest first: body size (413), app
+``POST /v1/events`` (batches), and for operators ``GET /healthz`` (liveness: the process answers),
+``GET /readyz`` (503 while MongoDB does not answer a ping within a second) and ``GET /metrics``
+(Prometheus text: requests by route and status, events stored, insert batch sizes and latency; see
+docs/metrics.md). Checks run cheapest first: body size (413), app
 (404), signature (401), shape (400), timestamps (422); any refusal answers ``{"error": reason}`` and
 stores nothing of the request.
 
@@ -19,10 +22,14 @@ from contextlib import asynccontextmanager
 from typing import Any, Callable
 
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from etcdcron.metrics import CollectorMetrics
 
 from .errors import MongoError, Refused
 from .events import (MAX_BATCH_BYTES, MAX_SMALL_BODY, App, admit, batch_events, batch_sign, goa_event, goa_sign, verify)
@@ -32,6 +39,7 @@ log = structlog.get_logger("analytics.collector")
 
 APP_TTL = 30.0  # seconds an app (and its key) is cached
 MISS_TTL = 1.0  # seconds an unknown app id is remembered as unknown
+READY_TIMEOUT = 1.0  # seconds /readyz waits for MongoDB's answer (probes time out after about that)
 
 
 class AppCache:
@@ -62,8 +70,10 @@ class AppCache:
 class BatchWriter:
     """Group commit: documents of concurrent requests go to MongoDB in one insert."""
 
-    def __init__(self, insert: Callable[[list[dict[str, Any]]], set[int]], max_docs: int = 5000) -> None:
+    def __init__(self, insert: Callable[[list[dict[str, Any]]], set[int]], max_docs: int = 5000,
+                 metrics: CollectorMetrics | None = None) -> None:
         self.insert, self.max_docs = insert, max_docs
+        self.metrics = metrics
         self.pending: list[tuple[list[dict[str, Any]], asyncio.Future]] = []
         self.wake = asyncio.Event()
         self.closing = False
@@ -92,13 +102,21 @@ class BatchWriter:
             batch.append(item)
             n += len(item[0])
         docs = [d for ds, _ in batch for d in ds]
+        m, sent = self.metrics, time.monotonic()
         try:
             dups = await asyncio.to_thread(self.insert, docs)
         except Exception as exc:  # noqa: BLE001 - each waiting request answers with it
+            if m is not None:
+                m.insert_errors.inc()
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        if m is not None:
+            m.insert_seconds.observe(time.monotonic() - sent)
+            m.batch_size.observe(len(docs))
+            m.events_stored.inc(len(docs) - len(dups))
+            m.events_duplicate.inc(len(dups))
         self.batches += 1
         at = 0
         for ds, fut in batch:
@@ -125,9 +143,36 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(store: AnalyticsStore, clock: Callable[[], float] = time.time) -> Starlette:
-    """The collector as an ASGI app over ``store``; ``clock`` gives "now" for the timestamp checks."""
+class _Counted:
+    """ASGI middleware: every HTTP answer counted by route and status (an exception counts as 500)."""
+
+    def __init__(self, app, metrics: CollectorMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.metrics.request(scope["path"], status)
+
+
+def create_app(store: AnalyticsStore, clock: Callable[[], float] = time.time,
+               metrics: CollectorMetrics | None = None) -> Starlette:
+    """The collector as an ASGI app over ``store``; ``clock`` gives "now" for the timestamp checks;
+    ``metrics`` (a new registry when not given) is what ``/metrics`` serves."""
     apps = AppCache(store)
+    metrics = metrics or CollectorMetrics()
     state: dict[str, BatchWriter] = {}
 
     async def submit(docs: list[dict[str, Any]]) -> tuple[int, int]:
@@ -156,6 +201,16 @@ def create_app(store: AnalyticsStore, clock: Callable[[], float] = time.time) ->
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
+    async def ready(request: Request) -> JSONResponse:
+        try:
+            await asyncio.to_thread(store.ping, READY_TIMEOUT)
+        except MongoError as exc:
+            return JSONResponse({"error": f"MongoDB unreachable: {exc}"}, status_code=503)
+        return JSONResponse({"ok": True})
+
+    async def scrape(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     async def refused(request: Request, exc: Refused) -> JSONResponse:
         log.info("collector.refused", path=request.url.path, status=exc.status, reason=exc.reason)
         return JSONResponse({"error": exc.reason}, status_code=exc.status)
@@ -166,7 +221,7 @@ def create_app(store: AnalyticsStore, clock: Callable[[], float] = time.time) ->
 
     @asynccontextmanager
     async def lifespan(_app: Starlette):
-        writer = state["writer"] = BatchWriter(store.insert_events)
+        writer = state["writer"] = BatchWriter(store.insert_events, metrics=metrics)
         task = asyncio.create_task(writer.run())
         try:
             yield
@@ -179,8 +234,10 @@ def create_app(store: AnalyticsStore, clock: Callable[[], float] = time.time) ->
         Route("/i/usage/time", goa("usage"), methods=["POST"]),
         Route("/v1/events", batch, methods=["POST"]),
         Route("/healthz", health, methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
+        Route("/metrics", scrape, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(_Counted, metrics=metrics)],
                      exception_handlers={Refused: refused, MongoError: unavailable})
 
 

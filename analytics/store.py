@@ -100,8 +100,9 @@ class AnalyticsStore:
         with _indexed_lock:
             _indexed.add(key)
 
-    def ping(self) -> None:
-        with mapped("ping"):
+    def ping(self, timeout: float | None = None) -> None:
+        """Ask the server for an answer; within ``timeout`` seconds if given (else the client's timeouts)."""
+        with mapped("ping"), pymongo.timeout(timeout):
             self.client.admin.command("ping")
 
     # --- apps

@@ -22,8 +22,8 @@ from ._testing_ledger import Line
 
 # Record states that end a firing, and those of the firings that ended without a run. Plain strings:
 # the checker reads evidence, it does not share the daemon's types (etcdcron.states.State compares equal).
-FINAL = ("succeeded", "failed", "timeout", "killed", "missed", "lost", "skipped", "degraded")
-NOT_RUN = ("missed", "skipped", "degraded")
+FINAL = ("succeeded", "failed", "timeout", "killed", "missed", "lost", "skipped", "degraded", "refused")
+NOT_RUN = ("missed", "skipped", "degraded", "refused")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from .daemon import Node, NodeConfig
 from .embedded import EmbeddedEtcd, data_home, free_port
 from .errors import InvalidInput, StoreUnavailable
 from .keys import Keys
+from .metrics import Metrics
+from .probe import Probe, start_probe
 from .store import EtcdStore
 
 log = structlog.get_logger("etcdcron.app")
@@ -31,12 +33,15 @@ class ServeOptions:
     cfg: Config
     node: NodeConfig
     skew: float = 0.0
+    http: str | None = None  # HOST:PORT of /healthz, /readyz and /metrics; None: not served
 
     @classmethod
     def of(cls, cfg: Config, skew: float = 0.0) -> "ServeOptions":
         node = NodeConfig(cfg.node_id(), cfg["serve.levels"], cfg["serve.ttl"], cfg["serve.workers"],
-                          grace=cfg["serve.grace"], max_skew=cfg["serve.max_skew"], mongo=cfg["mongo.uri"])
-        return cls(cfg, node, skew)
+                          grace=cfg["serve.grace"], max_skew=cfg["serve.max_skew"], mongo=cfg["mongo.uri"],
+                          allow_kinds=frozenset(cfg["serve.allow_kinds"]), pass_env=tuple(cfg["serve.pass_env"]),
+                          http_allow=tuple(cfg["serve.http_allow"]))
+        return cls(cfg, node, skew, http=cfg["serve.http"])
 
 
 def open_store(cfg: Config, timeout: float = 3.0) -> EtcdStore:
@@ -97,26 +102,36 @@ def serve(opts: ServeOptions) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # The probes answer from the start: not ready (and why) while etcd is waited for.
+    metrics = Metrics() if opts.http else Metrics.off()
+    probe = start_probe(opts.http, metrics.registry)
+    probe.waiting("connecting to etcd")
     embedded = start_embedded(opts.cfg) if opts.cfg["serve.embedded"] else None
     try:
-        store = wait_for_etcd(opts.cfg, stop)
+        store = wait_for_etcd(opts.cfg, stop, on_wait=probe.waiting)
         if store is None:
             log.info("node.signal", signal=received[0] if received else "stop", connected=False)
             return 0
-        return _run(store, opts, stop, received, SystemClock(opts.skew))
+        from . import reaper  # as PID 1 (a container), orphans of jobs are ours to wait for: see reaper.py
+        reaper.start()
+        return _run(store, opts, stop, received, SystemClock(opts.skew), metrics, probe)
     finally:
+        probe.close()
         if embedded is not None:
             embedded.stop()
             log.info("etcd.embedded_stopped")
 
 
-def _run(store: EtcdStore, opts: ServeOptions, stop: threading.Event, received: list[str], clock) -> int:
+def _run(store: EtcdStore, opts: ServeOptions, stop: threading.Event, received: list[str], clock,
+         metrics: Metrics, probe: Probe) -> int:
     history = None
     if opts.node.mongo:
         from .history import MongoHistory
 
         history = MongoHistory(opts.node.mongo)
-    node = Node(store, Keys(opts.cfg["etcd.prefix"]), opts.node, clock=clock, history=history, on_drain=stop.set)
+    node = Node(store, Keys(opts.cfg["etcd.prefix"]), opts.node, clock=clock, history=history, on_drain=stop.set,
+                metrics=metrics)
+    probe.health, probe.ready = node.health, node.readiness
     try:
         node.start()
         # A timed wait: a signal that lands on another thread is then still seen by the main one.

@@ -22,6 +22,7 @@ import hashlib
 import json
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -29,6 +30,7 @@ from typing import Any, Iterable
 from . import store as st
 from .errors import StoreError, StoreUnavailable
 from .keys import Keys
+from .metrics import Metrics
 from .states import UNFINISHED, State, Why
 from .store import KV, EtcdStore
 
@@ -201,8 +203,10 @@ def _dump(data: dict[str, Any]) -> bytes:
 class Claims:
     """The transactions on claims; each returns what happened, none retries on its own."""
 
-    def __init__(self, store: EtcdStore, keys: Keys, node_id: str, on_record=None) -> None:
+    def __init__(self, store: EtcdStore, keys: Keys, node_id: str, on_record=None, metrics: Metrics | None = None) -> None:
         self.store, self.keys, self.node_id = store, keys, node_id
+        metrics = metrics or Metrics.off()
+        self._claim_txn, self._complete_txn = metrics.claim_txn, metrics.complete_txn  # round-trip latency
         # called with (job, slot, record) for every final record we write: the long-term history
         self.on_record = on_record or (lambda job, slot, rec: None)
         self._group: queue.Queue = queue.Queue()
@@ -221,7 +225,11 @@ class Claims:
         ``RESOLVED`` with its fence (the record names us and the running key lives on ``lease``)."""
         req = ClaimRequest(job, slot, job_rev, concurrency, max_runs, over, reason, tuple(extra_cmp), tuple(extra_ops))
         cond, ops, diag = self._parts(req, lease, now)
-        res = self.store.txn(cond, ops, diag)
+        sent = time.monotonic()
+        try:
+            res = self.store.txn(cond, ops, diag)
+        finally:
+            self._claim_txn.observe(time.monotonic() - sent)
         return Outcome(res.revision) if res.succeeded else self._why(req, res.ranges, lease)
 
     def claim_many(self, reqs: list["ClaimRequest"], lease: int, now: float) -> list[Outcome]:
@@ -230,7 +238,12 @@ class Claims:
         out: list[Outcome] = []
         for i in range(0, len(reqs), BATCH):
             chunk = reqs[i:i + BATCH]
-            results, _rev = self.store.txn_batch([self._parts(r, lease, now) for r in chunk])
+            parts = [self._parts(r, lease, now) for r in chunk]
+            sent = time.monotonic()
+            try:
+                results, _rev = self.store.txn_batch(parts)
+            finally:
+                self._claim_txn.observe(time.monotonic() - sent)
             out += [Outcome(res.revision) if res.succeeded else self._why(r, res.ranges, lease)
                     for r, res in zip(chunk, results)]
         return out
@@ -385,6 +398,7 @@ class Claims:
     def _send(self, items: list) -> list[Any]:
         """One round trip for the batch; if etcd refuses it as a whole for another reason than being
         unavailable, each item is sent alone, so that one bad item does not sink the others."""
+        sent = time.monotonic()
         try:
             results, _ = self.store.txn_batch([item[0] for item in items])
             return [res.succeeded for res in results]
@@ -393,6 +407,8 @@ class Claims:
         except StoreError as exc:
             if len(items) == 1:
                 return [exc]
+        finally:
+            self._complete_txn.observe(time.monotonic() - sent)
         out: list[Any] = []
         for item in items:
             try:

@@ -15,7 +15,7 @@ import heapq
 import itertools
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import structlog
@@ -25,13 +25,15 @@ from .claims import BATCH, Claim, Claims
 from .decide import ClaimNow, Entry, Me, Schedule, Submit, Task
 from .clock import Clock, SystemClock
 from .errors import StoreError
-from .executor import KILL_GRACE
+from .executor import KILL_GRACE, RunPolicy
 from .firing import Firing
 from .history import History, NoHistory
-from .jobs import JobSpec
+from .jobs import KINDS, JobSpec
 from .keys import Keys
 from .leader import LeaderChores
+from .metrics import Metrics
 from .nodes import Session
+from .states import Phase
 from .store import EtcdStore
 from .view import Changes, View
 from .workers import Workers
@@ -53,18 +55,28 @@ class NodeConfig:
     grace: float = 30.0  # SIGTERM: how long running jobs may finish
     max_skew: float = 2.0  # refuse to execute when our clock is off etcd's by more than this
     mongo: str | None = None  # MongoDB URI: run history (job_runs) and the analytics builtins
+    # What this node lets jobs do (see etcdcron.executor.RunPolicy): a job of another kind, or an HTTP
+    # job calling another host, is claimed and recorded `refused`, not run.
+    allow_kinds: frozenset[str] = field(default_factory=lambda: frozenset(KINDS))
+    pass_env: tuple[str, ...] = ()  # daemon variables shell jobs see (all others never reach them)
+    http_allow: tuple[str, ...] = ()  # hosts HTTP jobs may call; empty: any
 
 
 class Node:
     def __init__(self, store: EtcdStore, keys: Keys, config: NodeConfig, clock: Clock | None = None,
-                 history: History | None = None, on_drain: Callable[[], None] | None = None) -> None:
+                 history: History | None = None, on_drain: Callable[[], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.store, self.keys, self.cfg = store, keys, config
         self.clock = clock or SystemClock()
         self.view = View(keys)
         self.history = history or NoHistory()
+        self.metrics = metrics or Metrics.off()
+        if self.metrics.enabled:
+            store.on_error = self.metrics.etcd_error
         self.session = Session(store, keys, config.node_id, config.levels, config.ttl, self.clock,
                                on_renewed=self._wake, max_skew=config.max_skew, on_lease_lost=self._lease_lost)
-        self.claims = Claims(store, keys, config.node_id, on_record=self.history.write)
+        self.claims = Claims(store, keys, config.node_id, on_record=self._recorded, metrics=self.metrics)
+        self.policy = RunPolicy(frozenset(config.allow_kinds), tuple(config.pass_env), tuple(config.http_allow))
         self.firing = Firing(self)
         self.pool = Workers(config.workers)
         self.leader = LeaderChores(self)
@@ -85,6 +97,7 @@ class Node:
         self._watch = None
         self._draining = False
         self._next_sweep = 0.0
+        self._timer_tick = 0.0  # monotonic: the timer loop's last turn (0: not started), for /healthz
         self.stats = {"claimed": 0, "ran": 0, "fenced_out": 0, "recovered": 0}
 
     @property
@@ -94,11 +107,14 @@ class Node:
     # --- life cycle
     def start(self) -> None:
         self.session.start()
-        rev = self._relist()
+        rev = self._relist(initial=True)
         self._watch = self.store.watch(self.keys.root, rev + 1, self._on_events, self._relist, name="view")
         self._timer.start()
         self.leader.start()
-        log.info("node.started", node=self.node_id, jobs=len(self.view.jobs), nodes=len(self.view.nodes))
+        self.metrics.bind(self)
+        log.info("node.started", node=self.node_id, jobs=len(self.view.jobs), nodes=len(self.view.nodes),
+                 allow_kinds=",".join(sorted(self.policy.allow_kinds)), pass_env=",".join(self.policy.pass_env),
+                 http_allow=",".join(self.policy.http_allow) or "any")
 
     def stop(self, grace: float | None = None) -> None:
         """Hand over (DESIGN §4.5, §4.6): stop claiming, leave the owner set, let runs finish up to
@@ -153,11 +169,46 @@ class Node:
     def _lease_lost(self, lease: int) -> None:
         """Our lease is gone (or must be assumed gone): its claims may be taken over at any moment,
         so their runs stop now, without a grace (DESIGN §4.7)."""
+        self.metrics.etcd_error("lease_lost")
         n = self.firing.stop_runs(lambda h: h.lease == lease, "lease_lost", grace=0.0)
         log.warning("node.runs_stopped", node=self.node_id, lease=f"{lease:x}", runs=n, reason="lease lost")
 
     def can_claim(self) -> bool:
         return not self.stopping.is_set() and self.session.valid()
+
+    # --- probes (/healthz, /readyz) and what metrics read when scraped
+    def health(self) -> tuple[bool, str]:
+        """Liveness: the timer and the keep-alive loops turned recently. A node that stops stays live:
+        a restart would cut its grace short."""
+        if self.stopping.is_set():
+            return True, "stopping"
+        if not self._timer_tick:
+            return True, "starting"
+        now, limit = self.clock.monotonic(), max(3.0 * self.cfg.ttl, 10.0)
+        for loop, at in (("timer", self._timer_tick), ("keep-alive", self.session.ticked)):
+            if now - at > limit:
+                return False, f"the {loop} loop has not turned for {now - at:.0f} s (limit {limit:.0f} s)"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Readiness: the node holds a valid lease, its view is synced, its clock is within the skew
+        limit, and it is not draining; else why not, in one line."""
+        if self.stopping.is_set():
+            return False, "draining: stopping, running jobs finish within the grace"
+        if self._draining or self.session.draining:
+            return False, "draining: asked to (etcdcron nodes drain)"
+        if not self._timer_tick:
+            return False, "starting"
+        if not self.session.clock_trusted():
+            return False, f"clock skewed: off etcd's by more than {self.cfg.max_skew:g} s (or it stepped)"
+        if not self.session.valid():
+            return False, "no valid lease: etcd unreachable, or the lease was lost and is being renewed"
+        if self._watch is None or not self._watch.live:
+            return False, "view not synced: the watch is reconnecting"
+        return True, "ok"
+
+    def runs_running(self) -> int:
+        return len(self.firing.local.select(lambda h: h.phase is Phase.RUNNING))
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -174,13 +225,16 @@ class Node:
         return True
 
     # --- the view and reactions to it
-    def _relist(self) -> int:
+    def _relist(self, initial: bool = False) -> int:
+        if not initial:  # the watch lost its place (compaction, cancellation)
+            self.metrics.relists.inc()
         kvs, rev = self.store.get_prefix(self.keys.root)
         self._seen.clear()
         self._react(self.view.load(kvs, rev))
         return rev
 
     def _on_events(self, events, revision: int) -> None:
+        self.metrics.watch_events.inc(len(events))
         self._react(self.view.apply(events, revision))
 
     def _react(self, ch: Changes) -> None:
@@ -303,6 +357,7 @@ class Node:
     # --- the timer
     def _timer_loop(self) -> None:
         while not self.stopping.is_set():
+            self._timer_tick = self.clock.monotonic()
             now = self.clock.time()
             with self._lock:
                 due: list[Entry] = []
@@ -325,6 +380,15 @@ class Node:
             # everything due now is claimed in a few round trips, not one per firing
             for i in range(0, len(batch), BATCH):
                 self.submit(self.firing.fire_batch, batch[i:i + BATCH])
+
+    def _recorded(self, job: str, slot: int, record: dict) -> None:
+        """A final record this node wrote: into the history, and counted by outcome and level."""
+        self.history.write(job, slot, record)
+        level = record.get("level")
+        if level is None:
+            found = self.view.job(job)
+            level = found[0].level if found else 0
+        self.metrics.firing(record.get("state", "?"), level)
 
     def _due(self, e: Entry, batch: list) -> None:
         self._carry_out(dc.decide(e, self.view, self.me(), self._gen.get(e.job)), batch)

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import reaper
 from .errors import StoreError, StoreUnavailable
 from .store import EtcdStore, wait_ready
 
@@ -76,7 +77,8 @@ class EmbeddedEtcd:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logf = open(self.log_path, "ab")
         # Its own session: a Ctrl-C on the terminal reaches the node, which stops etcd last.
-        self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        # Through the reaper's registry: in a node that reaps orphans, etcd's exit status stays ours.
+        self.proc = reaper.popen(args, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
         store = EtcdStore(self.endpoint, timeout=1.0)
         try:

@@ -1,7 +1,10 @@
 """Running one job: shell in its own process group, HTTP POST, or a builtin Python callable.
 
-The executor knows nothing of etcd: it gets a spec and a :class:`RunContext`, returns a
-:class:`RunResult`. A ``cancel`` event stops a run (the whole process group for shell jobs).
+The executor knows nothing of etcd: it gets a spec, a :class:`RunContext` and the node's
+:class:`RunPolicy`, returns a :class:`RunResult`. A ``cancel`` event stops a run (the whole process
+group for shell jobs). A job the policy forbids is not run: its result is ``refused``, with the
+reason as its output. Shell jobs get a clean environment (:mod:`etcdcron.jobenv`) and are started
+through :mod:`etcdcron.reaper`, which must not take their exit status.
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlparse
 
-from .jobs import JobSpec, load_builtin
+from . import reaper
+from .jobenv import job_environment
+from .jobs import KINDS, JobSpec, load_builtin
 
 OUTPUT_TAIL = 4096
 KILL_GRACE = 5.0
+HTTP_TIMEOUT = 60.0  # an HTTP job without --timeout
+HTTP_BODY_MAX = 1 << 20  # bytes of a response read at most (the tail of them is kept)
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,42 @@ class RunContext:
 
 
 @dataclass(frozen=True)
+class RunPolicy:
+    """What a node lets its jobs do: the kinds it runs (``serve --allow-kinds``), the daemon variables
+    shell jobs see (``--pass-env``), the hosts HTTP jobs may call (``--http-allow``; empty: any)."""
+
+    allow_kinds: frozenset[str] = frozenset(KINDS)
+    pass_env: tuple[str, ...] = ()
+    http_allow: tuple[str, ...] = ()
+
+    def refusal(self, spec: JobSpec, node: str) -> str | None:
+        """Why ``spec`` may not run on ``node``, or None."""
+        if spec.kind not in self.allow_kinds:
+            return f"kind {spec.kind} not allowed on node {node}"
+        if spec.kind == "http" and self.http_allow and not host_allowed(spec.target, self.http_allow):
+            return f"host {urlparse(spec.target).hostname} not allowed on node {node} (http_allow: {', '.join(self.http_allow)})"
+        return None
+
+
+ANY = RunPolicy()
+
+
+def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
+    """Is ``url``'s host named in ``allowed``? An entry is a host name or address (any port) or
+    ``HOST:PORT`` (that port only; ``[ADDR]:PORT`` for IPv6); case does not matter."""
+    u = urlparse(url)
+    host = (u.hostname or "").lower()
+    try:
+        port = u.port or (443 if u.scheme == "https" else 80)
+    except ValueError:
+        return False
+    names = {host, f"{host}:{port}", f"[{host}]", f"[{host}]:{port}"}
+    return any(entry.strip().lower() in names for entry in allowed)
+
+
+@dataclass(frozen=True)
 class RunResult:
-    state: str  # succeeded | failed | timeout | killed
+    state: str  # succeeded | failed | timeout | killed | refused
     exit_code: int | None
     output: str
     started: float
@@ -83,13 +125,17 @@ def _tail(data: bytes) -> str:
     return data[-OUTPUT_TAIL:].decode(errors="replace")
 
 
-def run_job(spec: JobSpec, ctx: RunContext, cancel: threading.Event | None = None) -> RunResult:
-    """Run ``spec`` once for ``ctx``; never raises for a failing job, only records it."""
+def run_job(spec: JobSpec, ctx: RunContext, cancel: threading.Event | None = None,
+            policy: RunPolicy = ANY) -> RunResult:
+    """Run ``spec`` once for ``ctx`` (unless ``policy`` refuses it); never raises for a failing job,
+    only records it."""
     cancel = cancel or threading.Event()
     started = time.time()
+    if (why := policy.refusal(spec, ctx.node)) is not None:
+        return RunResult("refused", None, why, started, started)
     try:
         if spec.kind == "shell":
-            state, code, out = _run_shell(spec, ctx, cancel)
+            state, code, out = _run_shell(spec, ctx, cancel, policy.pass_env)
         elif spec.kind == "http":
             state, code, out = _run_http(spec, ctx)
         else:
@@ -106,14 +152,20 @@ def _killpg(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _run_shell(spec: JobSpec, ctx: RunContext, cancel: threading.Event) -> tuple[str, int | None, str]:
-    env = dict(os.environ)
-    env.update(ctx.fields())
-    env.update({f"ETCDCRON_ARG_{k.upper()}": v for k, v in spec.args.items()})
-    proc = subprocess.Popen(
+def _run_shell(spec: JobSpec, ctx: RunContext, cancel: threading.Event,
+               pass_env: tuple[str, ...] = ()) -> tuple[str, int | None, str]:
+    env = job_environment(ctx.fields(), spec.args, spec.env, pass_env)
+    proc = reaper.popen(
         ["/bin/sh", "-c", spec.target], env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    try:
+        return _supervise(proc, spec, cancel)
+    finally:
+        reaper.release(proc)
+
+
+def _supervise(proc: subprocess.Popen, spec: JobSpec, cancel: threading.Event) -> tuple[str, int | None, str]:
     chunks: list[bytes] = []
     size = 0
 
@@ -164,20 +216,55 @@ def _stop_group(proc: subprocess.Popen, grace: float = KILL_GRACE) -> None:
     _killpg(proc, signal.SIGKILL)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is the run's result, never followed: a redirect could lead off the hosts ``--http-allow``
+    names, and the firing's POST must reach the URL the job names or nothing."""
+
+    def redirect_request(self, *args: Any, **kw: Any) -> None:
+        return None
+
+
+_HTTP = urllib.request.build_opener(_NoRedirects)
+
+
+def _read_tail(resp: Any, deadline: float) -> tuple[bytes, str]:
+    """The tail of a response body, reading at most HTTP_BODY_MAX bytes until ``deadline``; and a
+    note when the rest was left unread."""
+    tail, total = b"", 0
+    while True:
+        if total >= HTTP_BODY_MAX:
+            return tail, f"\n[body truncated: more than {HTTP_BODY_MAX} bytes]"
+        if time.monotonic() >= deadline:
+            return tail, "\n[body truncated: timed out reading it]"
+        chunk = resp.read(min(65536, HTTP_BODY_MAX - total))
+        if not chunk:
+            return tail, ""
+        total += len(chunk)
+        tail = (tail + chunk)[-OUTPUT_TAIL:]
+
+
 def _run_http(spec: JobSpec, ctx: RunContext) -> tuple[str, int | None, str]:
     body = {k.removeprefix("ETCDCRON_").lower(): v for k, v in ctx.fields().items()}
     body["args"] = spec.args
     headers = {"Content-Type": "application/json"}
     headers.update({"X-Etcdcron-" + k.removeprefix("ETCDCRON_").title().replace("_", "-"): v for k, v in ctx.fields().items()})
     req = urllib.request.Request(spec.target, data=json.dumps(body).encode(), headers=headers, method="POST")
+    timeout = spec.timeout or HTTP_TIMEOUT
+    deadline = time.monotonic() + timeout
     try:
-        with urllib.request.urlopen(req, timeout=spec.timeout or 60) as resp:
-            return "succeeded", resp.status, _tail(resp.read(OUTPUT_TAIL * 2))
-    except urllib.error.HTTPError as exc:
-        return "failed", exc.code, _tail(exc.read(OUTPUT_TAIL * 2) if exc.fp else b"")
+        with _HTTP.open(req, timeout=timeout) as resp:
+            data, note = _read_tail(resp, deadline)
+            return "succeeded", resp.status, _tail(data + note.encode())
+    except urllib.error.HTTPError as exc:  # 3xx (not followed), 4xx, 5xx
+        data, note = _read_tail(exc, deadline) if exc.fp else (b"", "")
+        if 300 <= exc.code < 400:
+            note += f"\n[redirect to {exc.headers.get('Location', '?')} not followed]"
+        return "failed", exc.code, _tail(data + note.encode())
     except TimeoutError:
         return "timeout", None, "http request timed out"
     except (urllib.error.URLError, OSError) as exc:
+        if isinstance(getattr(exc, "reason", None), TimeoutError):
+            return "timeout", None, "http request timed out"
         return "failed", None, f"http request failed: {exc}"
 
 

@@ -359,12 +359,14 @@ class Firing:
         while not held.cancel.is_set():
             ctx = RunContext(spec.name, slot, node.node_id, held.fence, attempt, dict(spec.args), node.cfg.mongo)
             lag = node.clock.time() - slot
+            if reason == "schedule" and not tries:  # the scheduler's lateness, not a retry's backoff
+                node.metrics.lag.observe(max(0.0, node.clock.time() - start_at))
             if lag > LATE and reason == "schedule":
                 log.warning("firing.late", job=spec.name, slot=slot, lag_ms=round(lag * 1000),
                             note="this node is behind: more workers or more nodes")
             log.debug("firing.started", job=spec.name, slot=slot, fence=held.fence, attempt=attempt,
                       lag_ms=round(lag * 1000, 1))
-            result = run_job(spec, ctx, held.cancel)
+            result = run_job(spec, ctx, held.cancel, node.policy)
             node.stats["ran"] += 1
             tries.append({"attempt": attempt, "fence": held.fence, "state": result.state, "exit_code": result.exit_code,
                           "started": result.started, "ended": result.ended})
@@ -387,6 +389,8 @@ class Firing:
             now = node.clock.time()
             result = RunResult("killed", None, f"stopped before it started ({held.cancel.reason})", now, now)
         state = State(result.state)
+        if state == State.REFUSED:  # like the other non-runs, its reason says why it did not run
+            reason = result.output
         if state == State.KILLED and held.cancel.reason in ("shutdown", "clock"):
             state = State.INTERRUPTED  # not the job's doing: it runs again elsewhere (or is recorded lost)
         record = ClaimRecord.of(state, attempt=attempt, started=tries[0]["started"] if tries else result.started,

@@ -16,6 +16,7 @@ from .errors import InvalidJobName, InvalidSpec
 from .schedule import Schedule, parse_schedule
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 KINDS = ("shell", "http", "builtin")
 CONCURRENCY = ("forbid", "allow", "replace")
 ON_NODE_LOSS = ("rerun", "skip")
@@ -69,6 +70,7 @@ class JobSpec:
     jitter: float = 0.0
     on_node_loss: str = "rerun"
     args: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # shell jobs: the job's own environment variables
     catchup: str = "latest"  # after downtime: run the newest missed firing, all of them, or none
     catchup_cap: int = 20  # at most this many replays per job after one outage
     retry_delay: float = 1.0  # first retry backoff, doubled each retry, with jitter
@@ -117,6 +119,8 @@ class JobSpec:
         kw = {k: (sys.intern(v) if isinstance(v, str) and len(v) < 64 else v) for k, v in data.items() if k in _FIELDS}
         if not kw.get("args"):
             kw["args"] = _NO_ARGS
+        if not kw.get("env"):  # also a spec stored before jobs had an env
+            kw["env"] = _NO_ARGS
         return cls(**kw)
 
     def replace(self, **changes: Any) -> "JobSpec":
@@ -128,7 +132,7 @@ def _dt(ts: float) -> datetime:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(JobSpec))
-_NO_ARGS: dict[str, str] = {}  # shared; specs never mutate their args
+_NO_ARGS: dict[str, str] = {}  # shared; specs never mutate their args nor their env
 
 _NEXT_CACHE: dict[tuple[str, str, float], float] = {}
 
@@ -178,6 +182,7 @@ def make_spec(
     jitter: float = 0.0,
     on_node_loss: str = "rerun",
     args: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
     active_since: float = 0.0,
     catchup: str = "latest",
     catchup_cap: int = 20,
@@ -226,11 +231,14 @@ def make_spec(
         raise InvalidSpec(f"bad --max-runs {max_runs!r}: must be a positive integer")
     if start_at is not None and end_at is not None and end_at < start_at:
         raise InvalidSpec("bad --end-at: it is before --start-at")
+    if env and kind != "shell":
+        raise InvalidSpec(f"bad --env: only --shell jobs have an environment (this is a {kind} job)")
+    env = check_env(env or {})
     return JobSpec(
         name=name, schedule=schedule.strip(), kind=kind, target=target, tz=tz, level=level,
         concurrency=concurrency, timeout=timeout, retries=retries,
         starting_deadline=float(starting_deadline), jitter=float(jitter), on_node_loss=on_node_loss,
-        args=dict(args or {}), active_since=active_since, catchup=catchup, catchup_cap=catchup_cap,
+        args=dict(args or {}), env=env, active_since=active_since, catchup=catchup, catchup_cap=catchup_cap,
         retry_delay=float(retry_delay), start_at=start_at, end_at=end_at, max_runs=max_runs,
     )
 
@@ -256,4 +264,60 @@ def parse_args(pairs: list[str]) -> dict[str, str]:
         if not sep or not key:
             raise InvalidSpec(f"bad --arg {pair!r}: must be KEY=VALUE")
         out[key] = value
+    return out
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    """A job's own environment, checked: names ``[A-Za-z_][A-Za-z0-9_]*`` and not ``ETCDCRON_*`` (those
+    are the contract's: a job cannot forge its fence), values strings without NUL (which no
+    environment can hold)."""
+    if not isinstance(env, dict):
+        raise InvalidSpec("bad --env: must be NAME=VALUE pairs")
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
+            raise InvalidSpec(f"bad --env name {name!r}: must match [A-Za-z_][A-Za-z0-9_]*")
+        if name.startswith("ETCDCRON_"):
+            raise InvalidSpec(f"bad --env name {name!r}: ETCDCRON_* variables are set by etcdcron")
+        if not isinstance(value, str) or "\0" in value:
+            raise InvalidSpec(f"bad --env value of {name}: must be text without NUL characters")
+        out[name] = value
+    return out
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """``["A=1", "B=x=y"]`` -> dict (names are checked by :func:`make_spec`)."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidSpec(f"bad --env {pair!r}: must be NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """A dotenv-like file: ``NAME=VALUE`` lines (an optional ``export`` before the name; a value in
+    matching single or double quotes loses them, nothing else is unescaped); blank lines and lines
+    starting with ``#`` are skipped. A bad line is refused naming the file and the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidSpec(f"bad --env-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    out: dict[str, str] = {}
+    for n, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, value = text.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not ENV_NAME_RE.fullmatch(key):
+            raise InvalidSpec(f"bad --env-file {path} line {n}: must be NAME=VALUE with NAME like [A-Za-z_][A-Za-z0-9_]*")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        try:
+            out.update(check_env({key: value}))
+        except InvalidSpec as exc:
+            raise InvalidSpec(f"bad --env-file {path} line {n}: {str(exc).removeprefix('bad --env ')}") from None
     return out

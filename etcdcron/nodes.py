@@ -101,6 +101,7 @@ class Session:
         self._lost = False  # the current lease was declared lost; a new one is being registered
         self._gone = 0  # a lease a refresh reported gone (TTL <= 0), for the watchdog to act on
         self._refreshed_at = 0.0  # monotonic: when the refresh (or grant) behind the deadline was sent
+        self.ticked = 0.0  # monotonic: the keep-alive loop's last turn, for /healthz
         self._watch_wake = threading.Event()
         # registration writes (open, candidacy on a skew change, drain) go one at a time, so that
         # the last one written reflects the last state
@@ -185,6 +186,7 @@ class Session:
         interval = max(self.ttl / 3.0, 0.2)
         retry_at = 0.0
         while not self._stop.is_set():
+            self.ticked = self.clock.monotonic()
             with self._lock:
                 lease, deadline, refreshed_at, lost = self.lease, self.deadline, self._refreshed_at, self._lost
             now = self.clock.monotonic()

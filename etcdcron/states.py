@@ -35,11 +35,14 @@ class State(StrEnum):
     """Not run: ``forbid`` and a previous run was still alive."""
     DEGRADED = "degraded"
     """Not run: its level was degraded."""
+    REFUSED = "refused"
+    """Claimed but not run: the node that claimed it does not run the job's kind (``serve
+    --allow-kinds``) or an HTTP job's host (``--http-allow``); the record's ``reason`` says which."""
 
 
 FINAL = frozenset({State.SUCCEEDED, State.FAILED, State.TIMEOUT, State.KILLED, State.MISSED, State.LOST,
-                   State.SKIPPED, State.DEGRADED})
-NON_RUNS = frozenset({State.MISSED, State.SKIPPED, State.DEGRADED, State.LOST})
+                   State.SKIPPED, State.DEGRADED, State.REFUSED})
+NON_RUNS = frozenset({State.MISSED, State.SKIPPED, State.DEGRADED, State.LOST, State.REFUSED})
 UNFINISHED = frozenset({State.RUNNING, State.INTERRUPTED})  # lost when the running key is gone
 
 

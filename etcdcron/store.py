@@ -46,6 +46,7 @@ from .errors import (  # noqa: E402
 log = structlog.get_logger("etcdcron.store")
 
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+_KINDS = {StoreUnavailable: "unavailable", StoreCompacted: "compacted"}  # errors by kind, for metrics
 _CHANNEL_OPTIONS = [
     # Detect a dead or blackholed connection within seconds, not minutes. etcd refuses pings more
     # often than --grpc-keepalive-min-time (5 s) and pings without an open stream (GOAWAY too_many_pings).
@@ -247,6 +248,8 @@ class EtcdStore:
         self._auth_lock = threading.Lock()
         self._token: str | None = None  # None: not authenticated yet; "": etcd has auth disabled
         self._closed = False
+        # called with the kind of every error mapped here (unavailable, compacted, other): the node's metrics
+        self.on_error: Callable[[str], None] = lambda kind: None
 
     @classmethod
     def from_settings(cls, endpoints: str | Sequence[str], *, ca: str | None = None, cert: str | None = None,
@@ -344,6 +347,11 @@ class EtcdStore:
                 raise StoreUnavailable(f"etcd channel closed: {exc}") from exc
 
     def _map(self, exc: grpc.RpcError, method: str = "", request=None) -> StoreError:
+        err = self._mapped(exc, method, request)
+        self.on_error(_KINDS.get(type(err), "other"))
+        return err
+
+    def _mapped(self, exc: grpc.RpcError, method: str = "", request=None) -> StoreError:
         code = exc.code() if hasattr(exc, "code") else None
         details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
         if code in _UNAVAILABLE:
@@ -613,6 +621,7 @@ class Watch:
         self._requests: queue.Queue | None = None
         self._call = None
         self.resets = 0
+        self.live = False  # a stream is open and answering: the view follows etcd
 
     def start(self) -> None:
         self._thread.start()
@@ -676,9 +685,11 @@ class Watch:
                 if self._stop.is_set():
                     return
                 if resp.compact_revision:
+                    self.store.on_error("compacted")
                     raise StoreCompacted("watch revision compacted", resp.compact_revision)
                 if resp.canceled:
                     if "compacted" in resp.cancel_reason:
+                        self.store.on_error("compacted")
                         raise StoreCompacted(resp.cancel_reason)
                     if "permission denied" in resp.cancel_reason:
                         # etcd (3.5) says so for an expired token too: authenticate again before the
@@ -687,6 +698,7 @@ class Watch:
                         raise StorePermissionDenied(f"etcd denied watch {self.prefix}*: permission denied for "
                                                     f"{self.store._who()}")
                     raise StoreError(f"watch canceled: {resp.cancel_reason}")
+                self.live = True
                 if resp.events:
                     events = [Event("put" if ev.type == 0 else "delete", _kv(ev.kv)) for ev in resp.events]
                     self.next_revision = events[-1].kv.mod_revision + 1
@@ -700,6 +712,7 @@ class Watch:
             self.store._stale_token(exc, md)
             raise self.store._map(exc, "Watch") from exc
         finally:
+            self.live = False
             q.put(None)
             self._call = None
         if not self._stop.is_set():

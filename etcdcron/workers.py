@@ -31,6 +31,10 @@ class Workers:
         self._queue.put((fut, fn, args))
         return fut
 
+    def pending(self) -> int:
+        """Tasks queued and not yet taken by a worker (approximate, as any queue size)."""
+        return self._queue.qsize()
+
     def _loop(self) -> None:
         while True:
             item = self._queue.get()
