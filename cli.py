@@ -179,6 +179,9 @@ def apply(files: Annotated[list[str], typer.Argument(metavar="FILE", help="jobs 
     from etcdcron import apply as jobfiles
 
     entries = jobfiles.load(files, fmt.value if fmt else None)
+    if prune and not entries and not dry_run:
+        raise InvalidInput("apply --prune of files that name no job would remove every applied job: "
+                           "refused (remove jobs with `etcdcron rm`, or check the files)")
     changes = _admin(cfg).apply(entries, prune=prune, dry_run=dry_run)
     _out(jobfiles.result(changes, dry_run), as_json, jobfiles.describe(changes, dry_run))
 

@@ -106,10 +106,13 @@ def serve(opts: ServeOptions) -> int:
     metrics = Metrics() if opts.http else Metrics.off()
     probe = start_probe(opts.http, metrics.registry)
     probe.waiting("connecting to etcd")
-    embedded = start_embedded(opts.cfg) if opts.cfg["serve.embedded"] else None
+    embedded = None
     try:
+        embedded = start_embedded(opts.cfg) if opts.cfg["serve.embedded"] else None
         store = wait_for_etcd(opts.cfg, stop, on_wait=probe.waiting)
-        if store is None:
+        if store is None or stop.is_set():
+            if store is not None:
+                store.close()
             log.info("node.signal", signal=received[0] if received else "stop", connected=False)
             return 0
         from . import reaper  # as PID 1 (a container), orphans of jobs are ours to wait for: see reaper.py
@@ -133,7 +136,11 @@ def _run(store: EtcdStore, opts: ServeOptions, stop: threading.Event, received: 
                 metrics=metrics)
     probe.health, probe.ready = node.health, node.readiness
     try:
-        node.start()
+        try:
+            node.start()
+        except BaseException:
+            node.session.close(revoke=True)  # the lease start() took goes now, not a TTL later
+            raise
         # A timed wait: a signal that lands on another thread is then still seen by the main one.
         while not stop.wait(0.5):
             pass

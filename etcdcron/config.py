@@ -244,7 +244,11 @@ def mask(setting: Setting, value: Any) -> Any:
         return value
     if setting.key == "etcd.key":
         return value  # a path to the key, not the key
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1****@", str(value)) if "://" in str(value) else "****"
+    text = str(value)
+    if "://" not in text:
+        return "****"
+    text = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1****@", text)
+    return re.sub(r"([?&][^=&]*(?:password|secret|token|key)[^=&]*=)[^&]*", r"\1****", text, flags=re.I)
 
 
 def _file_path(explicit: str | None, environ: Mapping[str, str]) -> Path | None:

@@ -105,6 +105,8 @@ class EmbeddedEtcd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc:
+            reaper.release(self.proc)
 
 
 if __name__ == "__main__":  # pragma: no cover - handy by hand: python -m etcdcron.embedded DIR PORT

@@ -35,7 +35,7 @@ PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 INTERVAL = 1.0  # seconds between passes: a zombie holds only a pid table slot, never a resource
 
 _lock = threading.Lock()
-_ours: set[int] = set()  # children whose Popen waits for them
+_ours: dict[int, subprocess.Popen] = {}  # children whose Popen waits for them
 _running: "Reaper | None" = None
 
 
@@ -44,14 +44,15 @@ def popen(args: Any, **kw: Any) -> subprocess.Popen:
     call :func:`release` once it has been waited for."""
     with _lock:
         proc = subprocess.Popen(args, **kw)
-        _ours.add(proc.pid)
+        _ours[proc.pid] = proc
     return proc
 
 
 def release(proc: subprocess.Popen) -> None:
     """Forget a child started by :func:`popen` (after its Popen has waited for it)."""
     with _lock:
-        _ours.discard(proc.pid)
+        if _ours.get(proc.pid) is proc:  # the pid may be another child's by now
+            del _ours[proc.pid]
 
 
 def set_subreaper() -> bool:

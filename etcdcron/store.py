@@ -299,10 +299,18 @@ class EtcdStore:
             return None
         token = self._token
         if token is None:
-            with self._auth_lock:
+            # One renewal at a time, and nobody waits for it longer than a call may take: Authenticate is
+            # a raft proposal that blocks through an election, and the keep-alive must not queue behind
+            # a line of threads that each try in turn (the lease would expire while they do).
+            if not self._auth_lock.acquire(timeout=self.timeout):
+                raise StoreUnavailable(f"etcd authentication of user {self._user!r} still under way after "
+                                       f"{self.timeout:g} s")
+            try:
                 if self._token is None:
                     self._token = self._authenticate()
                 token = self._token
+            finally:
+                self._auth_lock.release()
         return (("token", token),) if token else None
 
     def _authenticate(self) -> str:
@@ -378,7 +386,7 @@ class EtcdStore:
     def _tls_failure(self, details: str, target: str) -> StoreTLSError | None:
         """The TLS cause in grpc's UNAVAILABLE detail, as one line; None when it is not about TLS."""
         if "CERTIFICATE_VERIFY_FAILED" in details:
-            reason = details.split("CERTIFICATE_VERIFY_FAILED:", 1)[1].removesuffix(": OK").strip()
+            reason = details.partition("CERTIFICATE_VERIFY_FAILED:")[2].removesuffix(": OK").strip()
             by, hint = (f"--etcd-ca {self._ca}", "") if self._ca else ("the system's CA certificates", "; give --etcd-ca")
             return StoreTLSError(f"etcd TLS handshake with {target} failed: server certificate not trusted by {by}"
                                  f" ({reason or 'verify failed'}{hint})")
@@ -391,9 +399,8 @@ class EtcdStore:
                                      f"(--etcd-cert/--etcd-key)")
             return StoreTLSError(f"etcd at {target} refused the client certificate --etcd-cert {self._cert} "
                                  f"(not signed by a CA etcd trusts, expired, or not for client auth)")
-        if "andshake failed" in details or "SSL_ERROR" in details:
-            reason = details.rsplit("SSL_ERROR_SSL:", 1)[-1].removesuffix(": OK").strip()
-            return StoreTLSError(f"etcd TLS handshake with {target} failed: {reason}")
+        # Any other handshake failure (a connection reset mid-handshake, a proxy restarting) may pass:
+        # it stays StoreUnavailable, retried, rather than a configuration error that stops serve.
         return None
 
     def _who(self) -> str:

@@ -180,3 +180,26 @@ def test_embedded_needs_a_loopback_endpoint():
     """--embedded with a remote or several endpoints is refused: it would not be the etcd the others use."""
     r = cli("serve", "--embedded", "--etcd", "http://10.1.2.3:2379")
     assert r.returncode == 2 and "--embedded" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_secrets_in_uri_query_and_empty_user_are_masked():
+    """A password in a URI's query string, or after an empty user name, is masked too."""
+    uri = "mongodb://u:pw1@h/db?tlsCertificateKeyFilePassword=pw2&authSource=admin"
+    masked = config.mask(config.BY_KEY["mongo.uri"], uri)
+    assert "pw1" not in masked and "pw2" not in masked and "authSource=admin" in masked
+    assert "pw3" not in config.mask(config.BY_KEY["mongo.uri"], "mongodb://:pw3@h/db")
+
+
+def test_prune_of_an_empty_input_is_refused(etcd, prefix, store, tmp_path):
+    """`apply --prune` of files naming no job (an empty stdin, an empty ConfigMap) removes nothing: exit 2."""
+    env = {"ETCDCRON_ETCD": etcd, "ETCDCRON_PREFIX": prefix}
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text('jobs:\n  - {name: keep, schedule: "@hourly", builtin: noop}\n')
+    assert cli("apply", str(jobs), env=env).returncode == 0
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    r = cli("apply", "--prune", str(empty), env=env)
+    assert r.returncode == 2 and "refused" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    from etcdcron.keys import Keys
+
+    assert store.get(Keys(prefix).job("keep")) is not None

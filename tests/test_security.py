@@ -377,3 +377,30 @@ def test_store_errors_stay_in_the_tree():
     """The new classes are StoreErrors (the CLI's exit 1) and not StoreUnavailable (not retried)."""
     for cls in (StoreTLSError, StoreAuthFailed, StorePermissionDenied):
         assert issubclass(cls, StoreError) and not issubclass(cls, StoreUnavailable)
+
+
+def test_auth_renewal_wait_is_bounded():
+    """A call that needs a token while another thread's Authenticate hangs gives up after the call timeout
+    (StoreUnavailable, retried) instead of queueing without limit — the keep-alive must not starve."""
+    import threading
+
+    s = EtcdStore("http://127.0.0.1:1", 0.5, user="etcdcron", password="pw")
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            s._md()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    s._auth_lock.acquire()  # an Authenticate under way on another thread
+    try:
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        t.join(5)
+        assert not t.is_alive(), "the call waited for the renewal without a bound"
+    finally:
+        s._auth_lock.release()
+        s.close()
+    assert isinstance(outcome[0], StoreUnavailable), outcome
