@@ -256,15 +256,20 @@ def parse_instant(text: str, option: str) -> float:
     return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def parse_args(pairs: list[str]) -> dict[str, str]:
-    """``["days=7", "app=x"]`` -> dict; refuses a pair without ``=`` or with an empty key."""
+def _pairs(pairs: list[str], option: str, form: str) -> dict[str, str]:
+    """``["a=1", "b=x=y"]`` -> dict; refuses a pair without ``=`` or with an empty key."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InvalidSpec(f"bad --arg {pair!r}: must be KEY=VALUE")
+            raise InvalidSpec(f"bad {option} {pair!r}: must be {form}")
         out[key] = value
     return out
+
+
+def parse_args(pairs: list[str]) -> dict[str, str]:
+    """``["days=7", "app=x"]`` -> dict (``--arg``)."""
+    return _pairs(pairs, "--arg", "KEY=VALUE")
 
 
 def check_env(env: dict[str, str]) -> dict[str, str]:
@@ -286,14 +291,8 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
-    """``["A=1", "B=x=y"]`` -> dict (names are checked by :func:`make_spec`)."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidSpec(f"bad --env {pair!r}: must be NAME=VALUE")
-        out[key] = value
-    return out
+    """``["A=1", "B=x=y"]`` -> dict (``--env``; names are checked by :func:`make_spec`)."""
+    return _pairs(pairs, "--env", "NAME=VALUE")
 
 
 def read_env_file(path: str) -> dict[str, str]:
