@@ -63,6 +63,7 @@ _CHANNEL_OPTIONS = [
 PAGE_KEYS = 2000
 PAGE_BYTES = 8 * 1024 * 1024
 _RELIST_TRIES = 5
+DENIED_RETRY = 30.0  # seconds between watch retries while etcd keeps denying the prefix to our user
 
 
 @dataclass(frozen=True)
@@ -650,7 +651,7 @@ class Watch:
             yield item
 
     def _run(self) -> None:
-        backoff = 0.1
+        backoff, denied = 0.1, 0
         while not self._stop.is_set():
             try:
                 self._stream_once()
@@ -660,8 +661,12 @@ class Watch:
             except Exception as exc:  # noqa: BLE001 - every failure of a stream is retried
                 if self._stop.is_set():
                     return
+                # A denial is first taken for an expired token (retried at once with a fresh one);
+                # denied again, the role lacks the prefix: retry slowly rather than authenticate (a raft
+                # write and a bcrypt) every two seconds on every node.
+                denied = denied + 1 if isinstance(exc, StorePermissionDenied) else 0
                 log.warning("watch.broken", watch=self.name, error=str(exc)[:200], resume_from=self.next_revision)
-                self._stop.wait(backoff)
+                self._stop.wait(DENIED_RETRY if denied > 1 else backoff)
                 backoff = min(backoff * 2, 2.0)
 
     def _reset(self, why: str) -> None:

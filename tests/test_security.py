@@ -404,3 +404,25 @@ def test_auth_renewal_wait_is_bounded():
         s._auth_lock.release()
         s.close()
     assert isinstance(outcome[0], StoreUnavailable), outcome
+
+
+def test_watch_denied_again_after_a_fresh_token_backs_off(auth_etcd):
+    """A watch on a prefix the role lacks re-authenticates once (an expired token looks the same), then
+    retries slowly instead of authenticating every two seconds."""
+    s = auth_etcd.client(USER, PASSWORD)
+    authentications: list[float] = []
+    real = s._authenticate
+
+    def counting() -> str:
+        authentications.append(time.monotonic())
+        return real()
+
+    s._authenticate = counting
+    w = s.watch("/elsewhere/", 1, lambda evs, _r: None, lambda: 0)
+    try:
+        assert wait_for(lambda: len(authentications) >= 2, 10), authentications
+        time.sleep(4)  # the window in which the old backoff (at most 2 s) authenticated twice more
+        assert len(authentications) == 2, authentications
+    finally:
+        w.stop()
+        s.close()
