@@ -31,12 +31,16 @@ class Admin:
 
     def put_job(self, spec: JobSpec) -> tuple[JobSpec, bool]:
         """Create or replace; returns (spec, created). A replaced job keeps its paused state. A job
-        written here is no longer managed by ``apply`` (``apply --prune`` leaves it alone)."""
-        old = self.store.get(self.keys.job(spec.name))
-        if old is not None:
-            spec = spec.replace(paused=JobSpec.from_json(old.value).paused)
-        self.store.txn([], [st.put(self.keys.job(spec.name), spec.to_json()), st.delete(self.keys.applied(spec.name))])
-        return spec, old is None
+        written here is no longer managed by ``apply`` (``apply --prune`` leaves it alone). A
+        compare-and-swap on what was read: a concurrent ``pause`` is kept, not written over."""
+        key = self.keys.job(spec.name)
+        while True:
+            old = self.store.get(key)
+            if old is not None:
+                spec = spec.replace(paused=JobSpec.from_json(old.value).paused)
+            cond = st.mod_rev(key, "==", old.mod_revision) if old is not None else st.version(key, "==", 0)
+            if self.store.txn([cond], [st.put(key, spec.to_json()), st.delete(self.keys.applied(spec.name))]).succeeded:
+                return spec, old is None
 
     def get_job(self, name: str) -> JobSpec:
         check_name(name)

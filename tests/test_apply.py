@@ -354,3 +354,26 @@ def test_cli_apply_json_exit_codes_and_export_round_trip(etcd, prefix, store, tm
     out = tmp_path / "out.toml"
     assert run(etcd, prefix, "export", "--format", "toml", "-o", str(out)).returncode == 0
     assert "[[jobs]]" in out.read_text() and snapshot(store, prefix) == before
+
+
+def test_add_keeps_a_pause_that_lands_between_its_read_and_write(store, keys):
+    """add (put_job) is a compare-and-swap: a pause written after add read the job is kept, not overwritten."""
+    Admin(store, keys).put_job(make_spec("racy", "@hourly", builtin="noop"))
+
+    class PauseAfterFirstRead:
+        def __init__(self, inner) -> None:
+            self.inner, self.paused = inner, False
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def get(self, key):
+            kv = self.inner.get(key)
+            if not self.paused:
+                self.paused = True
+                Admin(self.inner, keys).set_paused("racy", True)  # another operator, just now
+            return kv
+
+    Admin(PauseAfterFirstRead(store), keys).put_job(make_spec("racy", "@daily", builtin="noop"))
+    spec = Admin(store, keys).get_job("racy")
+    assert spec.schedule == "@daily" and spec.paused
