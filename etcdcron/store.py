@@ -564,9 +564,9 @@ class EtcdStore:
                 else:
                     details = f"CERTIFICATE_VERIFY_FAILED: {reason.verify_message}"
                 raise self._tls_failure(details, target) from exc
-            if isinstance(reason, ssl.SSLError):
-                raise self._tls_failure(f"SSL_ERROR_SSL: {reason.reason or reason}", target) from exc
-            raise StoreUnavailable(f"etcd time unavailable at {target}: {exc}") from exc
+            tls = self._tls_failure(f"SSL_ERROR_SSL: {reason.reason or reason}", target) \
+                if isinstance(reason, ssl.SSLError) else None
+            raise tls or StoreUnavailable(f"etcd time unavailable at {target}: {exc}") from exc
         return sent, time.time(), parsedate_to_datetime(date).timestamp()
 
     def watch(self, prefix: str, start_revision: int, on_events: Callable[[list[Event], int], None],

@@ -426,3 +426,21 @@ def test_watch_denied_again_after_a_fresh_token_backs_off(auth_etcd):
     finally:
         w.stop()
         s.close()
+
+
+def test_clock_check_against_a_server_not_speaking_tls_is_unavailable(certs):
+    """etcd's clock read over https from a server that answers in plaintext is StoreUnavailable (retried),
+    not a crash of the clock check."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    s = EtcdStore(f"https://127.0.0.1:{server.server_address[1]}", 1.0, ca=str(certs.ca))
+    try:
+        with pytest.raises(StoreUnavailable):
+            s.server_time()
+    finally:
+        s.close()
+        server.shutdown()
+        server.server_close()
