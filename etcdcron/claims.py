@@ -22,7 +22,6 @@ import hashlib
 import json
 import queue
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -225,11 +224,8 @@ class Claims:
         ``RESOLVED`` with its fence (the record names us and the running key lives on ``lease``)."""
         req = ClaimRequest(job, slot, job_rev, concurrency, max_runs, over, reason, tuple(extra_cmp), tuple(extra_ops))
         cond, ops, diag = self._parts(req, lease, now)
-        sent = time.monotonic()
-        try:
+        with self._claim_txn.time():
             res = self.store.txn(cond, ops, diag)
-        finally:
-            self._claim_txn.observe(time.monotonic() - sent)
         return Outcome(res.revision) if res.succeeded else self._why(req, res.ranges, lease)
 
     def claim_many(self, reqs: list["ClaimRequest"], lease: int, now: float) -> list[Outcome]:
@@ -239,11 +235,8 @@ class Claims:
         for i in range(0, len(reqs), BATCH):
             chunk = reqs[i:i + BATCH]
             parts = [self._parts(r, lease, now) for r in chunk]
-            sent = time.monotonic()
-            try:
+            with self._claim_txn.time():
                 results, _rev = self.store.txn_batch(parts)
-            finally:
-                self._claim_txn.observe(time.monotonic() - sent)
             out += [Outcome(res.revision) if res.succeeded else self._why(r, res.ranges, lease)
                     for r, res in zip(chunk, results)]
         return out
@@ -398,17 +391,15 @@ class Claims:
     def _send(self, items: list) -> list[Any]:
         """One round trip for the batch; if etcd refuses it as a whole for another reason than being
         unavailable, each item is sent alone, so that one bad item does not sink the others."""
-        sent = time.monotonic()
         try:
-            results, _ = self.store.txn_batch([item[0] for item in items])
+            with self._complete_txn.time():
+                results, _ = self.store.txn_batch([item[0] for item in items])
             return [res.succeeded for res in results]
         except StoreUnavailable as exc:  # the outcome is unknown: every waiter hears so
             return [exc] * len(items)
         except StoreError as exc:
             if len(items) == 1:
                 return [exc]
-        finally:
-            self._complete_txn.observe(time.monotonic() - sent)
         out: list[Any] = []
         for item in items:
             try:

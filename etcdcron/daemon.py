@@ -384,6 +384,8 @@ class Node:
     def _recorded(self, job: str, slot: int, record: dict) -> None:
         """A final record this node wrote: into the history, and counted by outcome and level."""
         self.history.write(job, slot, record)
+        if not self.metrics.enabled:
+            return
         level = record.get("level")
         if level is None:
             found = self.view.job(job)

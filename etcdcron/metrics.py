@@ -16,6 +16,8 @@ Why the instruments look as they do (docs/metrics.md lists them):
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import TYPE_CHECKING, Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -47,6 +49,9 @@ class _Off:
         pass
 
     observe = set = set_function = dec = inc
+
+    def time(self) -> contextlib.nullcontext:
+        return contextlib.nullcontext()
 
 
 _OFF = _Off()

@@ -249,6 +249,7 @@ class EtcdStore:
         self._channel: grpc.Channel | None = None
         self._auth_lock = threading.Lock()
         self._token: str | None = None  # None: not authenticated yet; "": etcd has auth disabled
+        self._opener = None  # the HTTP client of server_time()
         self._closed = False
         # called with the kind of every error mapped here (unavailable, compacted, other): the node's metrics
         self.on_error: Callable[[str], None] = lambda kind: None
@@ -545,16 +546,18 @@ class EtcdStore:
         from email.utils import parsedate_to_datetime
 
         target = self._target()
-        scheme, ctx = "http", None
-        if self.tls:
-            scheme, ctx = "https", ssl.create_default_context(cafile=self._ca)
-            if self._cert:
-                ctx.load_cert_chain(self._cert, self._key)
-        # etcd is reached directly, never through an HTTP(S)_PROXY of the environment
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+        if self._opener is None:  # built once: the TLS context reads the CA, certificate and key files
+            ctx = None
+            if self.tls:
+                ctx = ssl.create_default_context(cafile=self._ca)
+                if self._cert:
+                    ctx.load_cert_chain(self._cert, self._key)
+            # etcd is reached directly, never through an HTTP(S)_PROXY of the environment
+            self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                       urllib.request.HTTPSHandler(context=ctx))
         sent = time.time()
         try:
-            with opener.open(f"{scheme}://{target}/version", timeout=self.timeout) as resp:
+            with self._opener.open(f"{'https' if self.tls else 'http'}://{target}/version", timeout=self.timeout) as resp:
                 date = resp.headers["Date"]
         except OSError as exc:
             reason = getattr(exc, "reason", exc)  # urllib wraps the ssl error in a URLError

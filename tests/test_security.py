@@ -109,23 +109,33 @@ def fresh_prefix() -> str:
 # --- TLS -------------------------------------------------------------------------------------
 
 
+def put_get_watch_lease(s: EtcdStore, listed: bool = False, revoke: bool = False) -> None:
+    """Put, get (and list), a watch that sees a leased key, and a keep-alive of that lease."""
+    p = fresh_prefix()
+    rev = s.put(p + "/a", "1")
+    assert s.get(p + "/a").value == b"1"
+    if listed:
+        kvs, _ = s.get_prefix(p + "/")
+        assert [kv.key for kv in kvs] == [p + "/a"]
+    seen: list[str] = []
+    w = s.watch(p + "/", rev + 1, lambda evs, _r: seen.extend(e.kv.key for e in evs), lambda: s.put(p + "/x", "r"))
+    try:
+        lease = s.grant(10)
+        s.put(p + "/leased", "v", lease=lease)
+        assert wait_for(lambda: p + "/leased" in seen, 10)
+        assert s.keepalive(lease) > 0
+        if revoke:
+            s.revoke(lease)
+    finally:
+        w.stop()
+
+
 def test_tls_store_with_ca_and_client_cert_works(tls_etcd, certs):
     """With the CA and a client certificate, put, get, watch, leases and etcd's clock work over TLS."""
     s = EtcdStore(tls_etcd.endpoints, ca=str(certs.ca), cert=str(certs.client_cert), key=str(certs.client_key))
     try:
         assert s.tls
-        p = fresh_prefix()
-        rev = s.put(p + "/a", "1")
-        assert s.get(p + "/a").value == b"1"
-        seen: list[str] = []
-        w = s.watch(p + "/", rev + 1, lambda evs, _rev: seen.extend(e.kv.key for e in evs), lambda: s.put(p + "/x", "r"))
-        try:
-            lease = s.grant(10)
-            s.put(p + "/leased", "v", lease=lease)
-            assert wait_for(lambda: p + "/leased" in seen, 10)
-            assert s.keepalive(lease) > 0
-        finally:
-            w.stop()
+        put_get_watch_lease(s)
         sent, received, server = s.server_time()
         assert sent - 2 <= server <= received + 1
     finally:
@@ -234,21 +244,7 @@ def test_auth_user_works_inside_its_prefix(auth_etcd):
     """The user reads and writes under its prefix, with a watch and a lease, over TLS and auth."""
     s = auth_etcd.client(USER, PASSWORD)
     try:
-        p = fresh_prefix()
-        rev = s.put(p + "/a", "1")
-        assert s.get(p + "/a").value == b"1"
-        kvs, _ = s.get_prefix(p + "/")
-        assert [kv.key for kv in kvs] == [p + "/a"]
-        seen: list[str] = []
-        w = s.watch(p + "/", rev + 1, lambda evs, _r: seen.extend(e.kv.key for e in evs), lambda: s.put(p + "/x", "r"))
-        try:
-            lease = s.grant(10)
-            s.put(p + "/leased", "v", lease=lease)
-            assert wait_for(lambda: p + "/leased" in seen, 10)
-            assert s.keepalive(lease) > 0
-            s.revoke(lease)
-        finally:
-            w.stop()
+        put_get_watch_lease(s, listed=True, revoke=True)
     finally:
         s.close()
 
