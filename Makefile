@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[collector,embedded,test,bench]'
+	$(BIN)/pip install --quiet -e '.[collector,embedded,web,test,bench]'
 	touch $@
 
 install: $(BIN)/.installed

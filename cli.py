@@ -28,7 +28,7 @@ from etcdcron import log as logsetup
 from etcdcron.admin import Admin
 from etcdcron.cliopts import configured
 from etcdcron.config import Config
-from etcdcron.errors import EtcdCronError, InvalidInput, JobNotFound
+from etcdcron.errors import EtcdCronError, InvalidInput, NotFound
 from etcdcron.jobs import DEFAULT_STARTING_DEADLINE, make_spec, parse_args, parse_env, parse_instant, read_env_file
 from etcdcron.keys import Keys
 
@@ -357,6 +357,106 @@ def config_show(as_json: Json = False, cfg: Config = None) -> None:
     _out({"file": cfg.file, "settings": rows}, as_json, "\n".join(text))
 
 
+@app.command()
+@configured("web")
+def web(cfg: Config = None) -> None:
+    """Serve the web console and the JSON API (/api/v1) until SIGTERM; log in with an account (`accounts create`)."""
+    try:
+        from etcdcron.web import serve as run  # noqa: PLC0415
+    except ImportError as exc:
+        raise EtcdCronError(f"web needs the console's web stack ({exc.name}): pip install 'etcdcron[web]'") from None
+
+    logsetup.configure(cfg["log.level"])
+    raise typer.Exit(run(cfg))
+
+
+accounts_app = typer.Typer(help="Console and API accounts: viewer reads, operator operates, admin also changes jobs, apps and accounts.",
+                           no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+
+
+class RoleName(str, Enum):
+    viewer = "viewer"
+    operator = "operator"
+    admin = "admin"
+
+
+PasswordFile = Annotated[Optional[str], typer.Option("--password-file", metavar="FILE",
+                                                     help="read the password from FILE (- for standard input) instead of a prompt")]
+
+
+def _accounts(cfg: Config):
+    from etcdcron.accounts import Accounts  # noqa: PLC0415
+
+    adm = _admin(cfg)
+    return Accounts(adm.store, adm.keys)
+
+
+def _password(path: str | None) -> str:
+    """The password from a file (its first line) or a hidden prompt asked twice; checked before etcd is touched."""
+    from etcdcron.accounts import check_password  # noqa: PLC0415
+
+    if path is None:
+        if not sys.stdin.isatty():
+            raise InvalidInput("no terminal to ask for the password: give --password-file FILE (or - for stdin)")
+        pw = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        try:
+            text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read --password-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        pw = text.splitlines()[0] if text.strip() else ""
+    return check_password(pw)
+
+
+@accounts_app.command("create")
+@configured("etcd")
+def accounts_create(name: str, role: Annotated[RoleName, typer.Option("--role", help="viewer, operator or admin")],
+                    password_file: PasswordFile = None, as_json: Json = False, cfg: Config = None) -> None:
+    """Create an account (the password is asked for twice, or read from --password-file)."""
+    from etcdcron.accounts import check_account_name  # noqa: PLC0415
+
+    check_account_name(name)
+    acct = _accounts(cfg).create(name, role.value, _password(password_file))
+    _out(acct.public(), as_json, f"created account {acct.name} ({acct.role.value})")
+
+
+@accounts_app.command("ls")
+@configured("etcd")
+def accounts_ls(as_json: Json = False, cfg: Config = None) -> None:
+    """List accounts and their roles."""
+    found = _accounts(cfg).list()
+    rows = [f"{'NAME':<24} {'ROLE':<9} CREATED"] + [f"{a.name:<24} {a.role.value:<9} {_ts(a.created)}" for a in found]
+    _out([a.public() for a in found], as_json, "\n".join(rows))
+
+
+@accounts_app.command("rm")
+@configured("etcd")
+def accounts_rm(name: str, as_json: Json = False, cfg: Config = None) -> None:
+    """Remove an account, its API tokens and its browser sessions."""
+    _accounts(cfg).remove(name)
+    _out({"account": name, "removed": True}, as_json, f"removed account {name}")
+
+
+@accounts_app.command("passwd")
+@configured("etcd")
+def accounts_passwd(name: str, password_file: PasswordFile = None, as_json: Json = False, cfg: Config = None) -> None:
+    """Set an account's password; its browser sessions end."""
+    from etcdcron.accounts import check_account_name  # noqa: PLC0415
+
+    check_account_name(name)
+    _accounts(cfg).set_password(name, _password(password_file))
+    _out({"account": name, "password_changed": True}, as_json, f"changed the password of account {name}")
+
+
+@accounts_app.command("token")
+@configured("etcd")
+def accounts_token(name: str, as_json: Json = False, cfg: Config = None) -> None:
+    """Make a new API token for the account and print it (once: only its hash is kept)."""
+    token = _accounts(cfg).new_token(name)
+    _out({"account": name, "token": token}, as_json, token)
+
+
 def _register_analytics() -> None:
     """The analytics commands (collect, apps, analytics) live with the analytics package."""
     from etcdcron.analytics.cli import register
@@ -376,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command.main(args=argv, prog_name="etcdcron", standalone_mode=False)
         return 0
-    except (InvalidInput, JobNotFound) as exc:
+    except (InvalidInput, NotFound) as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
     except EtcdCronError as exc:

@@ -204,7 +204,18 @@ _COLLECT = (
     Setting("collect.port", "ETCDCRON_COLLECT_PORT", "--port", 8080, _int(1, 65535), "port to listen on"),
 )
 
-SETTINGS: tuple[Setting, ...] = (*_ETCD, _MONGO, _LOG, *_SERVE, *_COLLECT)
+_WEB = (
+    Setting("web.listen", "ETCDCRON_WEB_LISTEN", "--listen", "127.0.0.1:8080", _addr,
+            "console and API address HOST:PORT (loopback by default)"),
+    Setting("web.tls_cert", "ETCDCRON_WEB_TLS_CERT", "--tls-cert", None, _text, "serve HTTPS with this certificate (PEM)"),
+    Setting("web.tls_key", "ETCDCRON_WEB_TLS_KEY", "--tls-key", None, _text, "the certificate's private key (PEM)", secret=True),
+    Setting("web.session_idle", "ETCDCRON_WEB_SESSION_IDLE", "--session-idle", 1800.0, _float(10),
+            "a browser session ends after this many idle seconds"),
+    Setting("web.session_max", "ETCDCRON_WEB_SESSION_MAX", "--session-max", 43200.0, _float(10),
+            "a browser session ends this many seconds after login, however active"),
+)
+
+SETTINGS: tuple[Setting, ...] = (*_ETCD, _MONGO, _LOG, *_SERVE, *_COLLECT, *_WEB)
 BY_KEY: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
 
 # The settings each kind of command takes (beside --config).
@@ -214,6 +225,7 @@ GROUPS: Mapping[str, tuple[Setting, ...]] = {
     "history": (*_ETCD, _MONGO),
     "serve": (*_ETCD, _MONGO, _LOG, *_SERVE),
     "collect": (_MONGO, _LOG, *_COLLECT),
+    "web": (*_ETCD, _MONGO, _LOG, *_WEB),
     "all": SETTINGS,
 }
 

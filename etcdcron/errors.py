@@ -6,8 +6,12 @@
     │   ├── InvalidZone
     │   ├── InvalidJobName
     │   └── InvalidSpec
-    ├── JobNotFound
+    ├── NotFound                the named thing does not exist (HTTP 404)
+    │   ├── JobNotFound
+    │   └── AccountNotFound
     ├── ConcurrentChange        keys changed between our read and our conditional write; that write did nothing
+    │   └── AccountExists       an account of that name exists already (HTTP 409)
+    ├── Unavailable             a part the request needs is not configured (``web`` without --mongo; HTTP 503)
     ├── StoreError              etcd could not be used (grpc / etcd errors are mapped here)
     │   ├── StoreUnavailable    no endpoint answered in time
     │   ├── StoreCompacted      a watch asked for a revision etcd has compacted
@@ -49,13 +53,29 @@ class InvalidSpec(InvalidInput):
     """Any other bad job option."""
 
 
-class JobNotFound(EtcdCronError):
+class NotFound(EtcdCronError):
+    """The named job, account, app or run does not exist."""
+
+
+class JobNotFound(NotFound):
     """The named job does not exist."""
+
+
+class AccountNotFound(NotFound):
+    """The named console/API account does not exist."""
+
+
+class Unavailable(EtcdCronError):
+    """A part the request needs is not configured here (analytics on a ``web`` without --mongo)."""
 
 
 class ConcurrentChange(EtcdCronError):
     """A conditional write found the keys changed since they were read (another writer came between);
     that write did nothing, and running the command again reads the new state."""
+
+
+class AccountExists(ConcurrentChange):
+    """``accounts create`` of a name that exists (``accounts passwd`` changes a password)."""
 
 
 class StoreError(EtcdCronError):

@@ -18,6 +18,10 @@
                                          the deletes): every firing at or below it was judged
     <prefix>/applied/<job>               the job is managed by ``etcdcron apply`` (written with the job), so
                                          ``apply --prune`` may remove it; {"at": t}. ``add`` deletes it.
+    <prefix>/accounts/<name>             a console/API account {"name", "role", "hash" (argon2id), "created",
+                                         "generation"}; ``generation`` moves on each password change
+    <prefix>/tokens/<sha256 hex>         an API token, by the SHA-256 of the token (the token itself is
+                                         never stored) {"account", "created", "id"}
 
 Slots are Unix seconds, zero-padded to 12 digits so that keys sort by time.
 """
@@ -190,3 +194,17 @@ class Keys:
     @property
     def applieds(self) -> str:
         return f"{self.prefix}/applied/"
+
+    def account(self, name: str) -> str:
+        return f"{self.prefix}/accounts/{name}"
+
+    @property
+    def accounts(self) -> str:
+        return f"{self.prefix}/accounts/"
+
+    def token(self, digest: str) -> str:
+        return f"{self.prefix}/tokens/{digest}"
+
+    @property
+    def tokens(self) -> str:
+        return f"{self.prefix}/tokens/"

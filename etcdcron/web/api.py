@@ -1,0 +1,4 @@
+"""Placeholder until the api helper writes it."""
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,4 @@
+"""Placeholder until the console helper writes it."""
+from fastapi import APIRouter
+
+router = APIRouter()
