@@ -138,12 +138,13 @@ def add(
 @app.command("ls")
 @configured("etcd")
 def ls(as_json: Json = False, cfg: Config = None) -> None:
-    """List jobs."""
-    jobs = _admin(cfg).jobs()
-    rows = [f"{'NAME':<24} {'SCHEDULE':<20} {'TZ':<16} {'LVL':<3} {'STATE':<7} TARGET"]
+    """List jobs with their next firing and last outcome (the rows of GET /api/v1/jobs)."""
+    jobs = _admin(cfg).job_rows()
+    rows = [f"{'NAME':<24} {'SCHEDULE':<20} {'TZ':<16} {'LVL':<3} {'STATE':<7} {'NEXT (UTC)':<21} {'LAST':<10} TARGET"]
     for j in jobs:
-        rows.append(f"{j.name:<24} {j.schedule:<20} {j.tz:<16} {j.level:<3} {'paused' if j.paused else 'active':<7} {j.kind}:{j.target}")
-    _out([dataclasses.asdict(j) for j in jobs], as_json, "\n".join(rows))
+        rows.append(f"{j['name']:<24} {j['schedule']:<20} {j['tz']:<16} {j['level']:<3} {'paused' if j['paused'] else 'active':<7} "
+                    f"{(j['next'] or {}).get('utc', '-'):<21} {(j['last'] or {}).get('state', '-'):<10} {j['kind']}:{j['target']}")
+    _out(jobs, as_json, "\n".join(rows))
 
 
 @app.command()
@@ -236,24 +237,23 @@ def next_(name: str, n: Annotated[int, typer.Option("-n", min=1, max=1000)] = 5,
 @configured("history")
 def history(name: Annotated[Optional[str], typer.Argument()] = None,
             limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+            state: Annotated[Optional[str], typer.Option("--state", help="only these states, comma-separated")] = None,
+            node: Annotated[Optional[str], typer.Option("--node", help="only runs of this node")] = None,
+            since: Annotated[Optional[str], typer.Option("--since", help="slots at or after (ISO-8601 or Unix seconds)")] = None,
+            until: Annotated[Optional[str], typer.Option("--until", help="slots at or before")] = None,
+            cursor: Annotated[Optional[str], typer.Option("--cursor", help="the next page: the cursor the previous one printed")] = None,
             as_json: Json = False, cfg: Config = None) -> None:
-    """Firings and what became of them: the recent window from etcd, or all of it from MongoDB (--mongo)."""
-    if name:
-        from etcdcron.jobs import check_name
-        check_name(name)
-    if cfg["mongo.uri"]:
-        from etcdcron.history import MongoHistory
-        rows = MongoHistory(cfg["mongo.uri"]).read(name, limit)
-    else:
-        rows = [{**c.data, "job": c.job, "slot": c.slot, "state": c.state, "node": c.node, "fence": c.fence,
-                 "attempt": c.attempt} for c in _admin(cfg).history(name, limit)]
-    data = [{"job": r["job"], "slot": _ts(r["slot"]), "state": r.get("state"), "node": r.get("node"),
-             "fence": r.get("fence") or 0, "attempt": r.get("attempt", 0), "started": r.get("started"),
-             "ended": r.get("ended"), "exit_code": r.get("exit_code"), "output": r.get("output"),
-             "reason": r.get("reason") or r.get("killed_by")} for r in rows]
+    """Firings and what became of them: the recent window from etcd, and with --mongo the archive too."""
+    from etcdcron.history import MongoHistory, RunQuery, query_runs
+
+    q = RunQuery.of(name, state, node, since, until, limit, cursor)  # validated before etcd is touched
+    page = query_runs(_admin(cfg), q, MongoHistory(cfg["mongo.uri"]) if cfg["mongo.uri"] else None)
+    data = [r | {"slot": r["slot_utc"]} for r in page.runs]
     rows = [f"{'JOB':<24} {'SLOT':<21} {'STATE':<10} {'NODE':<16} {'FENCE':>8} {'TRY':>3} EXIT"]
     rows += [f"{d['job']:<24} {d['slot']:<21} {d['state']:<10} {str(d['node'] or '-'):<16} {d['fence']:>8} "
              f"{d['attempt']:>3} {'' if d['exit_code'] is None else d['exit_code']}" for d in data]
+    if page.next_cursor:
+        rows.append(f"more: --cursor {page.next_cursor}")
     _out(data, as_json, "\n".join(rows))
 
 
@@ -268,9 +268,11 @@ def nodes(ctx: typer.Context, as_json: Json = False, cfg: Config = None) -> None
     if ctx.invoked_subcommand is not None:
         return
     found, _leader = _admin(cfg).nodes()
-    rows = [f"{'NODE':<24} {'LEVELS':<7} {'HOST':<20} {'PID':>7}  ROLE"]
-    rows += [f"{n['id']:<24} {','.join(map(str, n.get('levels', []))):<7} {n.get('host', ''):<20} {n.get('pid', 0):>7}  "
-             f"{'leader' if n['leader'] else 'skewed' if n.get('skewed') else 'member'}" for n in found]
+    rows = [f"{'NODE':<24} {'LEVELS':<7} {'HOST':<20} {'PID':>7} {'LEASE':>6} {'RUNS':>5}  ROLE"]
+    rows += [f"{n['id']:<24} {','.join(map(str, n.get('levels', []))):<7} {n.get('host', ''):<20} {n.get('pid', 0):>7} "
+             f"{'-' if n['lease_ttl'] is None else str(n['lease_ttl']) + 's':>6} {len(n['running']):>5}  "
+             f"{'leader' if n['leader'] else 'skewed' if n.get('skewed') else 'member'}{' (draining)' if n['draining'] else ''}"
+             for n in found]
     _out(found, as_json, "\n".join(rows))
 
 
@@ -339,7 +341,9 @@ def status(as_json: Json = False, cfg: Config = None) -> None:
     text = (f"etcd {s['etcd']['version']} at revision {s['etcd']['revision']}, db {s['etcd']['db_size']} bytes\n"
             f"nodes {s['nodes']}, leader {s['leader'] or '-'}\n"
             f"jobs {s['jobs']} ({s['paused']} paused), running {s['running']}\n"
-            f"recent firings: {states}")
+            f"recent firings: {states}\n"
+            f"degraded levels: {','.join(map(str, s['degraded']['levels'])) or 'none'}"
+            f"{' (running jobs killed)' if s['degraded']['kill'] and s['degraded']['levels'] else ''}")
     _out(s, as_json, text)
 
 

@@ -4,7 +4,9 @@
     EtcdCronError
     ├── InvalidInput                  the CLI exits 2; nothing is written
     │   ├── InvalidZone               (etcdcron.errors) a zone that is not an IANA name
-    │   ├── InvalidApp                a bad app name, an unknown app, a bad job --arg
+    │   ├── InvalidApp                a bad app name, a bad job --arg
+    │   │   ├── AppNotFound           no app has that id or name (also a NotFound: HTTP 404)
+    │   │   └── AppExists             an app of that name exists (also a ConcurrentChange: HTTP 409)
     │   └── Refused                   an event the collector refuses: an HTTP status and a reason
     └── MongoError                    MongoDB failed; pymongo errors are mapped here at the adapter
         └── MongoUnavailable          no server answered in time
@@ -14,11 +16,19 @@ pymongo exceptions never leave :mod:`analytics.store`: each is re-raised as one 
 
 from __future__ import annotations
 
-from etcdcron.errors import EtcdCronError, InvalidInput
+from etcdcron.errors import ConcurrentChange, EtcdCronError, InvalidInput, NotFound
 
 
 class InvalidApp(InvalidInput):
     """An app name outside the allowed pattern, an app that does not exist, or a bad job argument."""
+
+
+class AppNotFound(InvalidApp, NotFound):
+    """No app has that id or name (the CLI exits 2, the API answers 404)."""
+
+
+class AppExists(InvalidApp, ConcurrentChange):
+    """``apps create`` of a name that is taken (the CLI exits 2, the API answers 409)."""
 
 
 class Refused(InvalidInput):

@@ -22,7 +22,7 @@ import pymongo
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
 
-from .errors import InvalidApp, MongoError, MongoUnavailable
+from .errors import AppExists, AppNotFound, MongoError, MongoUnavailable
 from .events import App
 
 DEFAULT_URI = "mongodb://127.0.0.1:27017"
@@ -112,7 +112,7 @@ class AnalyticsStore:
                 self.db.apps.insert_one(app.doc())
         except MongoError as exc:
             if isinstance(exc.__cause__, DuplicateKeyError):
-                raise InvalidApp(f"app {app.name!r} exists already") from None
+                raise AppExists(f"app {app.name!r} exists already") from None
             raise
         return app
 
@@ -125,7 +125,7 @@ class AnalyticsStore:
     def app(self, ref: str) -> App:
         found = self.find_app(ref)
         if found is None:
-            raise InvalidApp(f"unknown app {ref!r}")
+            raise AppNotFound(f"unknown app {ref!r}")
         return found
 
     def apps(self) -> list[App]:

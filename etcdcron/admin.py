@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
+from collections import defaultdict
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -12,10 +15,11 @@ import structlog
 from . import apply as jobfiles
 from . import store as st
 from .claims import Claim
-from .errors import ConcurrentChange, InvalidSpec, JobNotFound
+from .errors import ConcurrentChange, InvalidSpec, JobNotFound, NotFound
 from .jobs import JobSpec, check_name
 from .keys import Keys
 from .nodes import leader_of
+from .states import UNFINISHED
 from .store import EtcdStore
 
 log = structlog.get_logger("etcdcron.admin")
@@ -23,24 +27,33 @@ log = structlog.get_logger("etcdcron.admin")
 # etcd refuses a transaction with more than 128 compares or 128 operations (--max-txn-ops): a batch
 # of apply stays within it (a created job is 2 operations, a pruned one 7).
 TXN_OPS = 128
+STRIP = 20  # outcomes in a job row's strip (the console's row of coloured cells)
 
 
 class Admin:
     def __init__(self, store: EtcdStore, keys: Keys) -> None:
         self.store, self.keys = store, keys
 
-    def put_job(self, spec: JobSpec) -> tuple[JobSpec, bool]:
-        """Create or replace; returns (spec, created). A replaced job keeps its paused state. A job
-        written here is no longer managed by ``apply`` (``apply --prune`` leaves it alone). A
-        compare-and-swap on what was read: a concurrent ``pause`` is kept, not written over."""
+    def put_job(self, spec: JobSpec, paused: bool | None = None) -> tuple[JobSpec, bool]:
+        """Create or replace; returns (spec, created). A replaced job keeps its paused state unless
+        ``paused`` says otherwise. A job written here is no longer managed by ``apply`` (``apply
+        --prune`` leaves it alone). A compare-and-swap on what was read: a concurrent ``pause`` is
+        kept, not written over."""
         key = self.keys.job(spec.name)
         while True:
             old = self.store.get(key)
-            if old is not None:
+            if paused is not None:
+                spec = spec.replace(paused=paused)
+            elif old is not None:
                 spec = spec.replace(paused=JobSpec.from_json(old.value).paused)
             cond = st.mod_rev(key, "==", old.mod_revision) if old is not None else st.version(key, "==", 0)
             if self.store.txn([cond], [st.put(key, spec.to_json()), st.delete(self.keys.applied(spec.name))]).succeeded:
                 return spec, old is None
+
+    def put_entry(self, entry: jobfiles.Entry) -> tuple[JobSpec, bool]:
+        """Write one job of a jobs file (validated by :func:`etcdcron.apply.entry`) alone, as ``add``
+        writes a job: active from now on, paused only when the entry says so (the API's PUT /jobs/NAME)."""
+        return self.put_job(entry.spec.replace(active_since=time.time()), entry.paused)
 
     def get_job(self, name: str) -> JobSpec:
         check_name(name)
@@ -170,9 +183,9 @@ class Admin:
         return levels
 
     def drain(self, node_id: str) -> None:
-        nodes, _ = self.nodes()
-        if node_id not in {n.get("id") for n in nodes}:
-            raise InvalidSpec(f"no live node named {node_id!r}")
+        kvs, _ = self._registered()
+        if node_id not in {json.loads(kv.value).get("id") for kv in kvs}:
+            raise NotFound(f"no live node named {node_id!r}")
         self.store.put(self.keys.drain(node_id), json.dumps({"at": time.time()}))
 
     def backfill(self, name: str, start: float, end: float, limit: int = 10_000) -> dict:
@@ -215,16 +228,12 @@ class Admin:
                 return new
 
     def next_firings(self, name: str, n: int) -> list[tuple[datetime, datetime]]:
-        spec = self.get_job(name)
-        zone = ZoneInfo(spec.tz)
-        t = datetime.fromtimestamp(max(time.time(), spec.active_since), timezone.utc)
-        out = []
-        for _ in range(n):
-            t = spec.parsed.next_after(t)
-            out.append((t.astimezone(zone), t))
-        return out
+        """The next ``n`` firings (in the job's zone, in UTC) inside its start/end window; fewer when it ends."""
+        return _firings(self.get_job(name), n, time.time())
 
-    def history(self, name: str | None, limit: int) -> list[Claim]:
+    def history(self, name: str | None, limit: int | None) -> list[Claim]:
+        """The records of the etcd window (of job ``name``, else of every job), newest first by
+        (slot, job); at most ``limit`` (None: all)."""
         if name:
             check_name(name)
         kvs, _ = self.store.get_prefix(self.keys.claims(name))
@@ -233,19 +242,57 @@ class Admin:
             k = self.keys.parse(kv.key)
             claims.append(Claim.parse(k.job, k.slot, kv.value, kv.mod_revision))
         claims.sort(key=lambda c: (c.slot, c.job), reverse=True)
-        return claims[:limit]
+        return claims if limit is None else claims[:limit]
 
-    def nodes(self) -> tuple[list[dict], str | None]:
+    def job_rows(self) -> list[dict]:
+        """Every job as a row of the jobs list (:func:`job_row`), by name; one read of the claims."""
+        by_job: dict[str, list[Claim]] = defaultdict(list)
+        for c in self.history(None, None):
+            by_job[c.job].append(c)
+        now = time.time()
+        return [job_row(spec, by_job.get(spec.name, []), now) for spec in sorted(self.jobs(), key=lambda j: j.name)]
+
+    def job_row(self, name: str) -> dict:
+        """One job as a row of the jobs list (:func:`job_row`)."""
+        spec = self.get_job(name)
+        return job_row(spec, self.history(name, None), time.time())
+
+    def _registered(self) -> tuple[list, str | None]:
         kvs, _ = self.store.get_prefix(self.keys.nodes)
         cands, _ = self.store.get_prefix(self.keys.leader)
-        leader = leader_of((kv.create_revision, kv.value.decode()) for kv in cands)
-        nodes = [json.loads(kv.value) for kv in kvs]
-        for n in nodes:
-            n["leader"] = n.get("id") == leader
+        return kvs, leader_of((kv.create_revision, kv.value.decode()) for kv in cands)
+
+    def nodes(self) -> tuple[list[dict], str | None]:
+        """The live nodes and the leader's id. Each node is its registration (id, host, pid, levels,
+        lease, …) with ``leader``, ``lease_ttl`` (seconds its lease has left as etcd counts them; -1
+        once expired), ``running`` (its live runs, ``[{"job", "slot"}]``) and ``draining``."""
+        kvs, leader = self._registered()
+        runs, _ = self.store.get_prefix(self.keys.runnings)
+        drains, _ = self.store.get_prefix(self.keys.drain(""), keys_only=True)
+        running: dict[str, list[dict]] = defaultdict(list)
+        for kv in runs:  # a running key holds the id of the node that runs it
+            k = self.keys.parse(kv.key)
+            running[kv.value.decode()].append({"job": k.job, "slot": k.slot})
+        drained = {self.keys.parse(kv.key).node for kv in drains}
+        nodes = []
+        for kv in kvs:
+            n = json.loads(kv.value)
+            nid = n.get("id")
+            n["leader"] = nid == leader
+            n["lease_ttl"] = self.store.time_to_live(kv.lease) if kv.lease else None
+            n["running"] = sorted(running.get(nid, []), key=lambda r: (r["slot"], r["job"]))
+            n["draining"] = bool(n.get("draining")) or nid in drained
+            nodes.append(n)
         return sorted(nodes, key=lambda n: n.get("id", "")), leader
 
+    def degraded(self) -> dict:
+        """The degraded levels: ``{"levels": [..], "kill": bool, "at": t | None}`` (none: ``levels == []``)."""
+        kv = self.store.get(self.keys.degrade)
+        cur = json.loads(kv.value) if kv else {}
+        return {"levels": sorted(cur.get("levels", [])), "kill": bool(cur.get("kill")), "at": cur.get("at")}
+
     def status(self) -> dict:
-        nodes, leader = self.nodes()
+        nodes, leader = self._registered()
         jobs = self.jobs()
         recent = self.history(None, 10_000)
         states: dict[str, int] = {}
@@ -257,7 +304,90 @@ class Admin:
             "jobs": len(jobs), "paused": sum(1 for j in jobs if j.paused),
             "running": self.store.count_prefix(self.keys.runnings),
             "claims_by_state": states,
+            "degraded": self.degraded(),
         }
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _firings(spec: JobSpec, n: int, now: float) -> list[tuple[datetime, datetime]]:
+    """The next ``n`` firings after ``now`` (and after the job's ``active_since``), as (local, UTC)."""
+    zone = ZoneInfo(spec.tz)
+    t = float(math.floor(max(now, spec.active_since)))  # whole seconds: firings are, and the memo is keyed by it
+    out = []
+    while len(out) < n:
+        nxt = spec.next_after(t)
+        if nxt is None:
+            break
+        utc = datetime.fromtimestamp(nxt, timezone.utc)
+        out.append((utc.astimezone(zone), utc))
+        t = nxt
+    return out
+
+
+def job_row(spec: JobSpec, claims: list[Claim], now: float) -> dict:
+    """A job as the jobs list shows it: its spec, the schedule in words, the next firing (none while
+    paused), its newest final record (``last``), how many of its runs are alive, and ``strip``: the
+    states of its newest :data:`STRIP` records, oldest first. ``claims`` are the job's, newest first."""
+    row = dataclasses.asdict(spec)
+    row["words"] = schedule_words(spec.schedule)
+    nxt = None if spec.paused else next(iter(_firings(spec, 1, now)), None)
+    row["next"] = {"local": nxt[0].isoformat(), "utc": _iso(nxt[1].timestamp())} if nxt else None
+    done = next((c for c in claims if c.state not in UNFINISHED), None)
+    row["last"] = None if done is None else {
+        "state": str(done.state), "slot": done.slot, "slot_utc": _iso(done.slot), "node": done.node, "fence": done.fence,
+        "attempt": done.attempt, "ended": done.record.ended, "exit_code": done.record.exit_code}
+    row["running"] = sum(1 for c in claims if c.running)
+    row["strip"] = [str(c.state) for c in reversed(claims[:STRIP])]
+    return row
+
+
+_KEYWORD_WORDS = {"@hourly": "every hour", "@daily": "every day at 00:00", "@midnight": "every day at 00:00",
+                  "@weekly": "every Sunday at 00:00", "@monthly": "on the 1st of every month at 00:00",
+                  "@yearly": "every 1 January at 00:00", "@annually": "every 1 January at 00:00"}
+_DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def schedule_words(expr: str) -> str:
+    """The common shapes of a schedule in words ("every 5 minutes", "every day at 03:30"); any
+    other schedule as itself (it is already what cron users read)."""
+    words = expr.split()
+    if not words:
+        return expr
+    if words[0].lower() == "@every" and len(words) == 2:
+        return f"every {words[1]}"
+    if words[0].lower() in _KEYWORD_WORDS and len(words) == 1:
+        return _KEYWORD_WORDS[words[0].lower()]
+    if len(words) == 6:
+        sec, rest = words[0], words[1:]
+        if rest == ["*"] * 5:
+            if sec == "*":
+                return "every second"
+            if sec.startswith("*/") and sec[2:].isdigit():
+                return f"every {sec[2:]} seconds"
+        if sec != "0":
+            return expr
+        words = rest
+    if len(words) != 5:
+        return expr
+    minute, hour, dom, month, dow = words
+    if (dom, month) != ("*", "*"):
+        return expr
+    if minute == "*" and hour == "*" and dow == "*":
+        return "every minute"
+    if minute.startswith("*/") and minute[2:].isdigit() and hour == "*" and dow == "*":
+        return f"every {minute[2:]} minutes"
+    if minute.isdigit() and hour == "*" and dow == "*":
+        return f"every hour at minute {int(minute)}"
+    if minute.isdigit() and hour.isdigit():
+        at = f"{int(hour):02d}:{int(minute):02d}"
+        if dow == "*":
+            return f"every day at {at}"
+        if dow.isdigit() and int(dow) < len(_DAYS):
+            return f"every {_DAYS[int(dow)]} at {at}"
+    return expr
 
 
 def _merge(ranges: list[list[float]]) -> list[list[float]]:

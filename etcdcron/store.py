@@ -525,6 +525,11 @@ class EtcdStore:
         except ValueError as exc:
             raise StoreUnavailable(f"etcd channel closed: {exc}") from exc
 
+    def time_to_live(self, lease: int) -> int:
+        """Seconds ``lease`` has left (etcd's LeaseTimeToLive); -1 when it has expired or never existed."""
+        resp = self._call(etcdrpc.LeaseStub, "LeaseTimeToLive", etcdrpc.LeaseTimeToLiveRequest(ID=lease))
+        return resp.TTL
+
     def revoke(self, lease: int) -> None:
         try:
             self._call(etcdrpc.LeaseStub, "LeaseRevoke", etcdrpc.LeaseRevokeRequest(ID=lease))

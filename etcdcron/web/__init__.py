@@ -50,10 +50,10 @@ def status_of(exc: EtcdCronError) -> int:
         return exc.status
     if isinstance(exc, NotFound):
         return 404
-    if isinstance(exc, InvalidInput):
-        return 422
     if isinstance(exc, ConcurrentChange):
         return 409
+    if isinstance(exc, InvalidInput):
+        return 422
     if isinstance(exc, (StoreTLSError, StoreAuthFailed, StorePermissionDenied)):
         return 502  # the web process's own etcd credentials are at fault, not the caller
     if isinstance(exc, (Unavailable, MongoError, EtcdCronError)):
@@ -97,7 +97,7 @@ def create_app(ctx: WebContext, *, secure: bool = False, session_idle: float = 1
         errs = exc.errors()
         if errs:
             e = errs[0]
-            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "request"
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body" and not isinstance(p, int)) or "request"
             return _error(400, f"bad {where}: {e.get('msg', 'invalid')}")
         return _error(400, "bad request")
 
