@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 
 from .app import DEFAULT_ETCD
+from .embedded import free_port
 from .nodes import wait_for
 from .store import reachable
 
 PREFIX = "/etcdcron-demo"
+CONSOLE_PORT = 8080
 
 
 def _cli(*args: str, env: dict) -> str:
@@ -40,10 +42,45 @@ def _etcd_up() -> bool:
     return reachable(DEFAULT_ETCD)
 
 
+def _console_account() -> str:
+    """The demo's admin account, with a new random password each run (returned to be printed)."""
+    import secrets  # noqa: PLC0415
+
+    from .accounts import Accounts  # noqa: PLC0415
+    from .errors import AccountExists  # noqa: PLC0415
+    from .keys import Keys  # noqa: PLC0415
+    from .store import EtcdStore  # noqa: PLC0415
+
+    password = secrets.token_urlsafe(12)
+    store = EtcdStore(DEFAULT_ETCD)
+    try:
+        accounts = Accounts(store, Keys(PREFIX))
+        try:
+            accounts.create("admin", "admin", password)
+        except AccountExists:
+            accounts.set_password("admin", password)
+    finally:
+        store.close()
+    return password
+
+
+def _answers(url: str) -> bool:
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--stay", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep the nodes and the console up until Ctrl-C (default: when run from a terminal)")
     opts = ap.parse_args()
+    stay = sys.stdin.isatty() and sys.stdout.isatty() if opts.stay is None else opts.stay
     work = Path(tempfile.mkdtemp(prefix="etcdcron-demo-"))
     env = dict(os.environ, ETCDCRON_PREFIX=PREFIX, PYTHONUNBUFFERED="1")
     env.pop("ETCDCRON_ETCD", None)
@@ -76,7 +113,17 @@ def main() -> int:
         print(f"demo: no etcd was running at {DEFAULT_ETCD}; node demo-1 started an embedded one")
     start("demo-2")
     start("demo-3")
+    port = CONSOLE_PORT if not _answers(f"http://127.0.0.1:{CONSOLE_PORT}/login") else free_port()
     try:
+        password = _console_account()
+        web_log = open(work / "web.log", "ab")
+        procs["web"] = subprocess.Popen([sys.executable, "-m", "etcdcron.cli", "web", "--listen", f"127.0.0.1:{port}",
+                                         "--mongo", env["ETCDCRON_MONGO"]], env=env, stdout=web_log, stderr=subprocess.STDOUT)
+        web_log.close()
+        url = f"http://127.0.0.1:{port}"
+        if not wait_for(lambda: _answers(f"{url}/login"), 30, step=0.2):
+            raise SystemExit(f"demo: the web console did not come up; see {work}/web.log")
+        print(f"demo: web console at {url} (log in as admin, password {password})")
         ledger = work / "ledger.txt"
         _cli("add", "* * * * * *", "--name", "hello", "--shell",
              f'echo "$ETCDCRON_SLOT hello from $ETCDCRON_NODE (fence $ETCDCRON_FENCE)" >> {ledger}', env=env)
@@ -104,10 +151,16 @@ def main() -> int:
         print(_cli("status", env=env))
         print("demo: the analytics report the builtin jobs computed")
         print(_cli("analytics", "report", "--app", "demo-app", "--days", "7", env=env))
+        if stay:
+            print(f"demo: the nodes and the console ({url}, admin / {password}) stay up; press Ctrl-C to stop")
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                print()
         for name in ("hello", "report", "noop", "rollup", "active_users", "retention", "usage"):
             _cli("rm", name, env=env)
     finally:
-        for node in ("demo-3", "demo-2", "demo-1"):  # demo-1 last: it may hold the embedded etcd
+        for node in ("web", "demo-3", "demo-2", "demo-1"):  # demo-1 last: it may hold the embedded etcd
             p = procs.get(node)
             if p and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
