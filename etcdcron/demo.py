@@ -153,6 +153,11 @@ def main() -> int:
         print(_cli("analytics", "report", "--app", "demo-app", "--days", "7", env=env))
         if stay:
             print(f"demo: the nodes and the console ({url}, admin / {password}) stay up; press Ctrl-C to stop")
+            def stop(signum, frame):
+                raise KeyboardInterrupt
+            # SIGTERM too, and SIGINT even where a shell started the demo with it ignored (in the background)
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
             try:
                 signal.pause()
             except KeyboardInterrupt:
