@@ -22,6 +22,8 @@
     var box = $("analytics-error");
     box.textContent = msg;
     box.hidden = false;
+    // Charts of an earlier range would be read as this one's: show the error alone.
+    if ($("analytics-body")) $("analytics-body").hidden = true;
     root.setAttribute("data-state", "error");
   }
 
@@ -189,6 +191,7 @@
     getJSON("/apps/" + encodeURIComponent(app) + "/report?days=" + days).then(function (data) {
       if (mine !== seq) return;  // a newer range was chosen while this one loaded
       draw(data);
+      $("analytics-body").hidden = false;
       root.setAttribute("data-days", String(data.days.length));
       root.setAttribute("data-first", data.first);
       root.setAttribute("data-last", data.last);

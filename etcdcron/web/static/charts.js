@@ -223,7 +223,7 @@
         if (!present(v)) return;
         var r = el("rect", {x: (f.x(i) - bw / 2).toFixed(1), y: f.y(base + v).toFixed(1), width: bw.toFixed(1),
           height: Math.max(0, f.y(base) - f.y(base + v)).toFixed(1), fill: s.color,
-          "class": "bar" + (fin === "false" ? " provisional" : ""), "fill-opacity": fin === "false" ? 0.55 : 1,
+          "class": "bar-mark" + (fin === "false" ? " provisional" : ""), "fill-opacity": fin === "false" ? 0.55 : 1,
           "data-series": s.key, "data-day": day, "data-value": String(v), "data-final": fin}, f.svg);
         tip(r, day + " · " + s.label + " " + vfmt(v) + (fin === "false" ? " (not final yet)" : ""));
         base += v;
@@ -243,7 +243,7 @@
       if (!present(v)) return;
       var fin = finalAttr(opts, i), attrs = {x: (f.x(i) - bw / 2).toFixed(1), y: f.y(v).toFixed(1),
         width: bw.toFixed(1), height: Math.max(0, f.y(0) - f.y(v)).toFixed(1), fill: s.color,
-        "class": "bar" + (fin === "false" ? " provisional" : ""), "fill-opacity": fin === "false" ? 0.55 : 1,
+        "class": "bar-mark" + (fin === "false" ? " provisional" : ""), "fill-opacity": fin === "false" ? 0.55 : 1,
         "data-series": s.key, "data-value": String(v), "data-final": fin};
       attrs["data-" + (opts.attr || "day")] = c;
       var r = el("rect", attrs, f.svg);
