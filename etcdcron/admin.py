@@ -246,11 +246,12 @@ class Admin:
 
     def job_rows(self) -> list[dict]:
         """Every job as a row of the jobs list (:func:`job_row`), by name; one read of the claims."""
+        specs = sorted(self.jobs(), key=lambda j: j.name)  # the jobs first: what a denied read names
         by_job: dict[str, list[Claim]] = defaultdict(list)
         for c in self.history(None, None):
             by_job[c.job].append(c)
         now = time.time()
-        return [job_row(spec, by_job.get(spec.name, []), now) for spec in sorted(self.jobs(), key=lambda j: j.name)]
+        return [job_row(spec, by_job.get(spec.name, []), now) for spec in specs]
 
     def job_row(self, name: str) -> dict:
         """One job as a row of the jobs list (:func:`job_row`)."""
