@@ -4,14 +4,40 @@ go to artifacts/screenshots/."""
 
 from __future__ import annotations
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 from .helpers import login, submit_login, wait
 
 
 def _rows(driver, table: str) -> list:
     return driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")
+
+
+def _attrs(driver, table: str, name: str) -> list[str]:
+    """The ``data-<name>`` of every row of ``table``, read in one script: the polling may replace the rows between two reads."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(`#${arguments[0]} tbody tr`)].map((r) => r.dataset[arguments[1]]);", table, name)
+
+
+def _cells(driver, table: str, name: str) -> dict[str, list[str]]:
+    """Each row of ``table`` by its ``data-<name>``: the text of its cells, read in one script."""
+    return driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll(`#${arguments[0]} tbody tr`)].map((r) =>"
+        " [r.dataset[arguments[1]], [...r.cells].map((c) => c.textContent)]));", table, name)
+
+
+def _text(driver, css: str) -> str | None:
+    """The text of the first ``css`` element (None: there is none), read in one script."""
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.textContent;", css)
+
+
+def _click(driver, css: str) -> None:
+    """Click ``css`` once it is there; the 2 s polling re-renders rows, so a button found a moment ago may be gone."""
+    WebDriverWait(driver, 20, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, css).click() or True)
 
 
 def test_unauthenticated_page_redirects_to_login_and_wrong_password_is_refused(web, browser, shot):
@@ -31,15 +57,24 @@ def test_unauthenticated_page_redirects_to_login_and_wrong_password_is_refused(w
 
 
 def test_admin_creates_a_job_sees_runs_live_then_pauses_it(web, web_nodes, browser, shot):
-    """A job made through the form fires on the real nodes; its runs appear on the open runs page without a
-    reload; pausing it on its page shows paused and the API agrees."""
+    """A job made through the form (a bad one shows the API's error line) fires on the real nodes; its runs
+    appear on the open runs page without a reload and filter by node; pausing it on its page shows paused
+    and the API agrees; the jobs page shows its last outcome and outcome strip."""
     web_nodes.start("n1")
     web_nodes.start("n2")
     login(browser, web, "admin")
     browser.find_element(By.CSS_SELECTOR, "#job-form-box summary").click()
     browser.find_element(By.ID, "f-name").send_keys("tick")
-    browser.find_element(By.ID, "f-schedule").send_keys("* * * * * *")
+    browser.find_element(By.ID, "f-schedule").send_keys("61 * * * *")
     browser.find_element(By.ID, "f-target").send_keys("echo tick from $ETCDCRON_NODE")
+    browser.find_element(By.ID, "f-submit").click()
+    err = wait(browser).until(EC.visibility_of_element_located((By.ID, "form-error")))
+    with web.api("admin") as api:
+        r = api.put("/jobs/tick", json={"schedule": "61 * * * *", "shell": "echo tick from $ETCDCRON_NODE"})
+        assert r.status_code == 422 and err.text == r.json()["error"]
+    shot(browser, "jobs-form-error")
+    browser.find_element(By.ID, "f-schedule").clear()
+    browser.find_element(By.ID, "f-schedule").send_keys("* * * * * *")
     browser.find_element(By.ID, "f-submit").click()
     wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, '#jobs-table tr[data-job="tick"]')))
     assert browser.find_element(By.ID, "form-error").get_attribute("hidden") is not None
@@ -55,16 +90,30 @@ def test_admin_creates_a_job_sees_runs_live_then_pauses_it(web, web_nodes, brows
     wait(browser, 30).until(lambda d: len(d.find_elements(
         By.CSS_SELECTOR, '#runs-table tr[data-job="tick"][data-state="succeeded"]')) >= first + 3)
     shot(browser, "runs")
+    node = _attrs(browser, "runs-table", "node")[0]
+    browser.find_element(By.ID, "r-node").send_keys(node)
+    browser.find_element(By.CSS_SELECTOR, "#runs-filter button").click()
+    wait(browser).until(lambda d: set(_attrs(d, "runs-table", "node")) == {node})
 
-    browser.find_element(By.CSS_SELECTOR, '#runs-table tr[data-job="tick"] a').click()
+    _click(browser, '#runs-table tr[data-job="tick"] a')
     wait(browser).until(EC.visibility_of_element_located((By.ID, "btn-pause"))).click()
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "job-state"), "paused"))
     wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#history-table pre.tail")))
-    assert "tick from n" in browser.find_element(By.CSS_SELECTOR, "#history-table pre.tail").text
+    assert "tick from n" in _text(browser, "#history-table pre.tail")
     assert len(_rows(browser, "next-table")) == 10
+    assert "paused" in wait(browser).until(EC.visibility_of_element_located((By.ID, "next-note"))).text
     with web.api("viewer") as api:
         assert api.get("/jobs/tick").json()["paused"] is True
     shot(browser, "job")
+
+    browser.get(web.url + "/jobs")
+    row = '#jobs-table tr[data-job="tick"]'
+    wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, f"{row} .strip .sq.st-succeeded")))
+    assert _text(browser, f"{row} .job-state") == "paused"
+    titles = browser.execute_script("return [...document.querySelectorAll(arguments[0])].map((q) => q.title);", f"{row} .strip .sq")
+    assert 3 <= len(titles) <= 20 and "succeeded" in titles and all(titles)
+    assert _text(browser, f"{row} .state") == "succeeded"
+    shot(browser, "jobs")
 
 
 def test_viewer_sees_no_mutating_buttons_and_the_api_refuses_it(web, web_nodes, browser, shot):
@@ -104,27 +153,42 @@ def test_nodes_page_shows_live_nodes_and_leader_and_operator_drains(web, web_nod
     browser.get(web.url + "/nodes")
     wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#nodes-table tbody tr")) == 2)
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "leader-line"), "leader: n"))
-    cells = {r.get_attribute("data-node"): [c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in _rows(browser, "nodes-table")}
+    cells = _cells(browser, "nodes-table", "node")
     assert cells["n2"][2] == "1, 2" and cells["n1"][2] == "1, 2, 3"
     assert all(c[5].endswith(" s") for c in cells.values())
     assert sorted(c[1] for c in cells.values()) == ["leader", "member"]
     shot(browser, "nodes")
-    browser.find_element(By.CSS_SELECTOR, 'button[data-drain="n2"]').click()
+    _click(browser, 'button[data-drain="n2"]')
     browser.switch_to.alert.accept()
     wait(browser, 30).until(lambda d: not d.find_elements(By.CSS_SELECTOR, '#nodes-table tr[data-node="n2"]'))
 
 
 def test_cluster_page_degrades_and_restores_a_level(web, browser, shot):
-    """An operator degrades level 3 (and the API shows it), then restores it, from the cluster page."""
+    """An operator degrades level 3 (and the API shows it) and restores it; then degrades 2 and above with
+    their runs killed (the page says so), and restores them, from the cluster page."""
     login(browser, web, "operator")
     browser.get(web.url + "/cluster")
-    wait(browser).until(EC.element_to_be_clickable((By.ID, "degrade-3"))).click()
+    _click(browser, "#degrade-3")
     wait(browser).until(EC.presence_of_element_located((By.ID, "restore-3")))
     with web.api("viewer") as api:
-        assert api.get("/cluster").json()["degraded"]["levels"] == [3]
-    assert browser.find_element(By.ID, "card-revision").text.split()[-1].isdigit()
+        got = api.get("/cluster").json()["degraded"]
+        assert (got["levels"], got["kill"]) == ([3], False)
+    assert _text(browser, "#card-revision .big").isdigit()
+    assert not browser.find_element(By.ID, "kill-state").is_displayed()
+    _click(browser, "#restore-3")
+    wait(browser).until(EC.presence_of_element_located((By.ID, "degrade-3")))
+    with web.api("viewer") as api:
+        assert api.get("/cluster").json()["degraded"]["levels"] == []
+
+    browser.find_element(By.ID, "degrade-kill").click()
+    _click(browser, "#degrade-2")
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "kill-state")))
+    assert [lvl for lvl, c in _cells(browser, "levels-table", "level").items() if c[1] == "degraded"] == ["2", "3"]
+    with web.api("viewer") as api:
+        got = api.get("/cluster").json()["degraded"]
+        assert (got["levels"], got["kill"]) == ([2, 3], True)
     shot(browser, "cluster")
-    browser.find_element(By.ID, "restore-3").click()
+    _click(browser, "#restore-2")
     wait(browser).until(EC.presence_of_element_located((By.ID, "degrade-3")))
     with web.api("viewer") as api:
         assert api.get("/cluster").json()["degraded"]["levels"] == []
@@ -136,7 +200,7 @@ def test_jobs_page_filters_and_sorts(web, browser, shot):
         web.cli("add", "0 * * * *", "--name", name, "--level", str(level), "--shell", "true")
     login(browser, web, "viewer")
     wait(browser).until(lambda d: len(_rows(d, "jobs-table")) == 3)
-    names = lambda: [r.get_attribute("data-job") for r in _rows(browser, "jobs-table")]  # noqa: E731
+    names = lambda: _attrs(browser, "jobs-table", "job")  # noqa: E731
     assert names() == ["alpha", "beta", "gamma"]
     browser.find_element(By.CSS_SELECTOR, 'th[data-sort="level"]').click()
     assert names() == ["beta", "gamma", "alpha"]

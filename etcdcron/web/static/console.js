@@ -65,8 +65,14 @@ function poll(fn) {
   return () => clearTimeout(timer);
 }
 
-function replaceRows(tbody, rows) {
-  tbody.replaceChildren(...rows);
+// A poll that brings the same data leaves the DOM alone: a re-render would drop the reader's text
+// selection (an output tail being copied) and the button under the pointer.
+const rendered = new WeakMap();
+function replaceRows(parent, rows) {
+  const sig = rows.map((r) => r.outerHTML).join("");
+  if (rendered.get(parent) === sig) return;
+  rendered.set(parent, sig);
+  parent.replaceChildren(...rows);
 }
 
 // --- jobs ------------------------------------------------------------------------------------------
@@ -131,7 +137,7 @@ function jobPage() {
       ["retries", j.retries], ["starting deadline", `${j.starting_deadline} s`], ["catch-up", `${j.catchup} (cap ${j.catchup_cap})`],
       ["jitter", `${j.jitter} s`], ["on node loss", j.on_node_loss], ["running now", j.running]];
     for (const k of ["start_at", "end_at", "max_runs"]) if (j[k] !== null && j[k] !== undefined) rows.push([k.replace("_", " "), j[k]]);
-    spec.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: dash(v) })]));
+    replaceRows(spec, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: dash(v) })]));
     const st = document.getElementById("job-state");
     st.textContent = j.paused ? "paused" : "active";
     st.className = `pill ${j.paused ? "paused" : "active"}`;
@@ -141,8 +147,14 @@ function jobPage() {
   };
   const load = async () => {
     try {
-      const [j, runs] = await Promise.all([api("GET", path), api("GET", `/runs?job=${encodeURIComponent(name)}&limit=50`)]);
+      const [j, runs, next] = await Promise.all([api("GET", path), api("GET", `/runs?job=${encodeURIComponent(name)}&limit=50`),
+                                                 api("GET", `${path}/next?n=10`)]);
       renderSpec(j);
+      // the schedule's firings whatever the pause (as `etcdcron next`): say that none of them fires while paused
+      show("next-note", j.paused ? "(paused: none fires until resumed)" : "");
+      replaceRows(document.querySelector("#next-table tbody"), next.firings.length
+        ? next.firings.map((f) => el("tr", {}, el("td", { text: f.local }), el("td", { text: f.utc })))
+        : [el("tr", {}, el("td", { text: "none: the schedule has ended" }))]);
       replaceRows(document.querySelector("#history-table tbody"), runs.runs.map((r) => el("tr", { "data-slot": r.slot },
         el("td", { text: r.slot_utc }), el("td", {}, stateBadge(r.state)), el("td", { text: dash(r.node) }),
         el("td", { text: dash(r.fence) }), el("td", { text: dash(r.attempt) }), el("td", { text: fmtTime(r.started) }),
@@ -151,8 +163,6 @@ function jobPage() {
       show("job-error", "");
     } catch (e) { show("job-error", e.message); }
   };
-  api("GET", `${path}/next?n=10`).then((d) => replaceRows(document.querySelector("#next-table tbody"),
-    d.firings.map((f) => el("tr", {}, el("td", { text: f.local }), el("td", { text: f.utc }))))).catch((e) => show("job-error", e.message));
   poll(load);
   document.querySelectorAll("#job-actions button").forEach((b) => b.addEventListener("click", async () => {
     const action = b.dataset.action;
@@ -180,13 +190,17 @@ function runsPage() {
     for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
     return `/runs?${q}`;
   };
-  const row = (r) => el("tr", { "data-job": r.job, "data-slot": r.slot, "data-state": r.state },
+  const row = (r) => el("tr", { "data-job": r.job, "data-slot": r.slot, "data-state": r.state, "data-node": r.node },
     el("td", { text: r.slot_utc }), el("td", {}, el("a", { href: `/jobs/${encodeURIComponent(r.job)}`, text: r.job })),
     el("td", {}, stateBadge(r.state)), el("td", { text: dash(r.node) }), el("td", { text: dash(r.fence) }),
     el("td", { text: dash(r.attempt) }), el("td", { text: fmtDur(r.duration) }), el("td", { text: dash(r.exit_code) }),
     el("td", { text: dash(r.reason) }));
   let first = [];
-  const render = () => replaceRows(tbody, [...first, ...older].map(row));
+  // newer runs push the first page down into the older ones already fetched: show each run once
+  const render = () => {
+    const seen = new Set(first.map((r) => `${r.job}@${r.slot}`));
+    replaceRows(tbody, [...first, ...older.filter((r) => !seen.has(`${r.job}@${r.slot}`))].map(row));
+  };
   const load = async () => {
     try {
       const d = await api("GET", query());
@@ -249,16 +263,19 @@ function clusterPage() {
       await load();
     } catch (e) { show("cluster-error", e.message); }
   };
-  const card = (label, value, id) => el("div", { cls: "card", id }, el("div", { cls: "muted small", text: label }), el("div", { cls: "big", text: dash(value) }));
+  const card = (label, value, id, note) => el("div", { cls: "card", id }, el("div", { cls: "muted small", text: label }),
+    el("div", { cls: "big", text: dash(value) }), note ? el("div", { cls: "muted small", text: note }) : null);
   const load = async () => {
     try {
       const s = await api("GET", "/cluster");
       const running = typeof s.running === "number" ? s.running : 0;
-      document.getElementById("cluster-cards").replaceChildren(
+      replaceRows(document.getElementById("cluster-cards"), [
         card("etcd revision", s.etcd.revision, "card-revision"), card("etcd database", `${(s.etcd.db_size / 1024).toFixed(0)} KiB`, "card-db"),
         card("etcd version", s.etcd.version, "card-version"), card("nodes", s.nodes, "card-nodes"), card("leader", s.leader, "card-leader"),
-        card("jobs", `${s.jobs} (${s.paused} paused)`, "card-jobs"), card("running runs", running, "card-running"));
+        card("jobs", s.jobs, "card-jobs", `${s.paused} paused`), card("running runs", running, "card-running"),
+        card("recent firings", Object.values(s.claims_by_state || {}).reduce((a, b) => a + b, 0), "card-firings")]);
       const degraded = new Set((s.degraded && s.degraded.levels) || []);
+      show("kill-state", degraded.size && s.degraded.kill ? "The running runs of the degraded levels are being killed." : "");
       replaceRows(document.querySelector("#levels-table tbody"), [1, 2, 3].map((lvl) => {
         let btn = null;
         if (canOperate) {
