@@ -158,14 +158,15 @@ class Accounts:
 
     def new_token(self, name: str) -> str:
         """A new API token for the account, returned once; etcd keeps only its SHA-256."""
-        if self.get(name) is None:
+        owner = self.get(name)
+        if owner is None:
             raise AccountNotFound(f"no account named {name!r}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         d = digest(token)
-        key = self.keys.account(name)
-        # the account must still exist when the token is written (a concurrent rm would orphan it)
-        res = self.store.txn([st.version(key, ">", 0)],
-                             [st.put(self.keys.token(d), json.dumps({"account": name, "created": time.time(), "id": d[:8]}))])
+        # the account must still exist when the token is written; the token names the account's
+        # creation, so it never passes to a later account of the same name
+        doc = {"account": name, "account_created": owner.created, "created": time.time(), "id": d[:8]}
+        res = self.store.txn([st.version(self.keys.account(name), ">", 0)], [st.put(self.keys.token(d), json.dumps(doc))])
         if not res.succeeded:
             raise AccountNotFound(f"no account named {name!r}")
         return token
@@ -191,4 +192,9 @@ class Accounts:
         kv = self.store.get(self.keys.token(digest(token)))
         if kv is None:
             return None
-        return self.get(json.loads(kv.value).get("account", ""))
+        doc = json.loads(kv.value)
+        account = self.get(doc.get("account", ""))
+        # a token of a removed account whose name was created again is not the new account's
+        if account is None or doc.get("account_created") != account.created:
+            return None
+        return account

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError
 
 from .. import apply as jobfiles
 from ..accounts import Role
@@ -240,12 +240,12 @@ def cluster(c: WebContext = Depends(ctx)) -> dict:
 
 
 class Degrade(BaseModel):
-    level: int = Field(description="stop starting jobs of this level and above (1 critical, 2 transactional, 3 best effort)")
-    kill: bool = Field(False, description="also stop their running processes")
+    level: StrictInt = Field(description="stop starting jobs of this level and above (1 critical, 2 transactional, 3 best effort)")
+    kill: StrictBool = Field(False, description="also stop their running processes")
 
 
 class Restore(BaseModel):
-    level: int = Field(description="start jobs of this level and above again")
+    level: StrictInt = Field(description="start jobs of this level and above again")
 
 
 @router.post("/cluster/degrade", summary="Degrade levels", **_with_body(Role.OPERATOR, Degrade.model_json_schema()))

@@ -36,6 +36,7 @@ log = structlog.get_logger("etcdcron.web")
 SESSION_COOKIE = "etcdcron_session"
 LOGIN_COOKIE = "etcdcron_login"  # the login form's CSRF token (double submit: there is no session yet)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_HASHING = threading.BoundedSemaphore(4)
 
 
 class HTTPError(Exception):
@@ -59,6 +60,7 @@ class Principal:
 @dataclass
 class Session:
     account: str
+    account_created: float  # the account's creation: a removed and re-created name is another account
     generation: int
     csrf: str
     created: float
@@ -81,7 +83,7 @@ class Sessions:
 
     def create(self, account: Account) -> tuple[str, Session]:
         sid, now = secrets.token_urlsafe(32), self.clock()
-        s = Session(account.name, account.generation, secrets.token_urlsafe(24), now, now)
+        s = Session(account.name, account.created, account.generation, secrets.token_urlsafe(24), now, now)
         with self._lock:
             self._expire(now)
             self._by_id[self._id(sid)] = s
@@ -120,15 +122,30 @@ class Throttle:
 
     def retry_after(self, name: str, client: str) -> float:
         """Seconds until a login for ``name`` from ``client`` may be tried; 0 when it may now."""
-        now, wait = self.clock(), 0.0
         with self._lock:
-            for key in (("name", name), ("client", client)):
-                q = self._failures.get(key)
-                while q and now - q[0] > self.window:
-                    q.popleft()
-                if q and len(q) >= self.limits[key[0]]:
-                    wait = max(wait, self.window - (now - q[-self.limits[key[0]]]))
+            return self._wait(name, client)
+
+    def _wait(self, name: str, client: str) -> float:
+        now, wait = self.clock(), 0.0
+        for key in (("name", name), ("client", client)):
+            q = self._failures.get(key)
+            while q and now - q[0] > self.window:
+                q.popleft()
+            if q and len(q) >= self.limits[key[0]]:
+                wait = max(wait, self.window - (now - q[-self.limits[key[0]]]))
         return wait
+
+    def attempt(self, name: str, client: str) -> float:
+        """Let a login attempt through and count it as a failure until :meth:`succeeded` says otherwise
+        (0), or refuse it (seconds to wait). One step under the lock: concurrent attempts cannot all
+        pass the check before any of them is counted."""
+        with self._lock:
+            wait = self._wait(name, client)
+            if wait == 0:
+                now = self.clock()
+                for key in (("name", name), ("client", client)):
+                    self._failures.setdefault(key, deque(maxlen=1000)).append(now)
+            return wait
 
     def failed(self, name: str, client: str) -> None:
         now = self.clock()
@@ -136,9 +153,14 @@ class Throttle:
             for key in (("name", name), ("client", client)):
                 self._failures.setdefault(key, deque(maxlen=1000)).append(now)
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, name: str, client: str | None = None) -> None:
+        """A good password: the name's failures are forgotten, and the attempt counted for the client
+        by :meth:`attempt` is taken back."""
         with self._lock:
             self._failures.pop(("name", name), None)
+            q = self._failures.get(("client", client)) if client is not None else None
+            if q:
+                q.pop()
 
 
 def _bearer(request: Request) -> str | None:
@@ -159,7 +181,7 @@ def _session_principal(request: Request, c: WebContext) -> Principal | None:
     if s is None:
         return None
     account = c.accounts.get(s.account)
-    if account is None or account.generation != s.generation:
+    if account is None or account.generation != s.generation or account.created != s.account_created:
         request.app.state.sessions.end(sid)  # removed, or its password changed: the session is over
         return None
     return Principal(account.name, account.role, "session", s.csrf)
@@ -248,18 +270,18 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
         return _login_page(request, 403, "the login form expired: try again", username, next)
     client = request.client.host if request.client else "?"
     throttle: Throttle = request.app.state.throttle
-    wait = throttle.retry_after(username, client)
+    wait = throttle.attempt(username, client)  # counted now: concurrent guesses cannot all slip past the limit
     if wait > 0:
         log.warning("web.login_throttled", account=username, client=client)
         response = _login_page(request, 429, f"too many failed logins: try again in {int(wait) + 1} s", username, next)
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    account = c.accounts.check_password(username, password)
+    with _HASHING:  # argon2 takes 64 MiB and most of a core: a few at a time, whoever asks
+        account = c.accounts.check_password(username, password)
     if account is None:
-        throttle.failed(username, client)
         log.warning("web.login_failed", account=username, client=client)
         return _login_page(request, 401, "wrong user name or password", username, next)
-    throttle.succeeded(username)
+    throttle.succeeded(username, client)
     sid, _ = request.app.state.sessions.create(account)
     log.info("web.login", account=account.name, role=account.role.value, client=client)
     response = RedirectResponse(_next(next), status_code=303)

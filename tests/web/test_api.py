@@ -335,3 +335,12 @@ def test_apps_create(web):
     assert (r.status_code, r.json()["error"]) == (409, cli_error(web, "apps", "create", "game"))
     r = admin.post("/apps", json={"name": "other", "tz": "Mars/Olympus"})
     assert (r.status_code, r.json()["error"]) == (422, cli_error(web, "apps", "create", "other", "--tz", "Mars/Olympus"))
+
+
+def test_degrade_takes_only_a_real_level(web):
+    """A level of true, "3" or 1.0 is refused (400) and degrades nothing: true once degraded every level."""
+    with web.api("operator") as api:
+        for bad in (True, "3", 1.0):
+            r = api.post("/cluster/degrade", json={"level": bad})
+            assert r.status_code == 400, (bad, r.text)
+        assert api.get("/cluster").json()["degraded"]["levels"] == []

@@ -113,6 +113,30 @@ def test_password_change_and_removal_end_sessions_and_tokens(web):
         assert api.get("/me").status_code == 401
 
 
+def test_a_removed_and_recreated_account_gets_no_old_session_or_token(web):
+    """`accounts rm` then `create` of the same name: the old browser session and API token are refused."""
+    c = _session(web)
+    accounts = Accounts(web.store, web.keys)
+    accounts.remove("operator")
+    accounts.create("operator", Role.ADMIN, "a brand new password")
+    assert c.get("/api/v1/me").status_code == 401
+    with web.api("operator") as api:
+        assert api.get("/me").status_code == 401
+
+
+def test_concurrent_wrong_passwords_cannot_pass_the_throttle(web):
+    """Twelve wrong passwords sent at once: at most five are checked, the others get 429."""
+    import concurrent.futures
+
+    def guess(_):
+        with httpx.Client(base_url=web.url, timeout=60) as c:
+            return _login(c, "viewer", "wrong-password!").status_code
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(guess, range(12)))
+    assert codes.count(401) <= 5 and codes.count(401) + codes.count(429) == 12, codes
+
+
 def test_tls_serves_https_with_a_secure_cookie(etcd, prefix, tmp_path, store, keys):
     """With --tls-cert/--tls-key the console is HTTPS only, its cookie is Secure and HSTS is sent."""
     certs = make_certs(tmp_path / "certs")
