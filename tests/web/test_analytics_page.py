@@ -8,9 +8,11 @@ import time
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select
 
 from etcdcron.analytics import jobs
+from etcdcron.analytics.metrics import BUCKETS
 from etcdcron.executor import RunContext
 
 from .helpers import login, wait
@@ -60,6 +62,13 @@ def seeded(web) -> str:
     return APP
 
 
+def has_distribution(day: dict) -> bool:
+    """The page's rule (hasDistribution in analytics.js) for a day of the report: it has a usage
+    distribution when it is a non-empty dict of buckets; None (not computed: no data yet, or not
+    final) and {} are none."""
+    return isinstance(day["distribution"], dict) and len(day["distribution"]) > 0
+
+
 def marks(browser, selector: str) -> list[dict]:
     return browser.execute_script(MARKS_JS, selector)
 
@@ -84,6 +93,7 @@ def report_as_drawn(web, browser, days: int) -> dict:
         if (report["first"], report["last"]) == (root.get_attribute("data-first"), root.get_attribute("data-last")):
             return report
         browser.refresh()
+        wait(browser).until(EC.staleness_of(root))  # not the old page's "drawn"
         wait_drawn(browser, days)
     raise AssertionError("the page and the CLI report different ranges")
 
@@ -109,10 +119,19 @@ def assert_charts_equal_report(browser, report: dict) -> None:
             assert {m["day"]: m["final"] for m in drawn} == {d["day"]: str(d["final"]).lower() for d in days
                                                             if d[key] is not None}
 
-    latest = [d for d in days if d["distribution"]][-1]
+    # The report has a distribution of every bucket (zeros included) where the usage job ran, else None.
+    labels = [b[0] for b in BUCKETS]
+    assert all(d["distribution"] is None or list(d["distribution"]) == labels for d in days), \
+        {d["day"]: d["distribution"] for d in days}
+    with_distribution = [d for d in days if has_distribution(d)]
+    assert with_distribution, "the seeded range has no day with a usage distribution"
+    latest = with_distribution[-1]
+    figure = browser.find_element(By.ID, "chart-distribution")
+    assert (figure.get_attribute("data-day"), browser.find_element(By.ID, "distribution-day").text) == \
+        (latest["day"], f"on {latest['day']}")
     bars = marks(browser, "#chart-distribution svg rect.bar-mark")
-    assert {m["bucket"]: float(m["value"]) for m in bars} == latest["distribution"] and len(bars) == len(latest["distribution"])
-    assert browser.find_element(By.ID, "chart-distribution").get_attribute("data-day") == latest["day"]
+    assert [m["bucket"] for m in bars] == labels, bars
+    assert {m["bucket"]: float(m["value"]) for m in bars} == latest["distribution"]
 
     for table in ("classic", "unbounded"):
         cells = marks(browser, f"#heatmap-{table} svg rect.cell")

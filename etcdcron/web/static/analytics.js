@@ -104,10 +104,20 @@
     drawTable(days);
   }
 
+  /* Whether a report day has a usage distribution. The report gives one (every bucket, zeros
+   * included) only for days the usage job has computed, and null for the others (before the app's
+   * first event, not final yet); an empty object would draw no bar at all, so it counts as none,
+   * as it does in Python (`if d["distribution"]`) and in the browser test. Not JS truthiness: an
+   * empty object is truthy there. */
+  function hasDistribution(d) {
+    var dist = d.distribution;
+    return dist !== null && typeof dist === "object" && Object.keys(dist).length > 0;
+  }
+
   /* Devices by daily usage time, on the latest day that has a distribution. */
   function drawDistribution(days) {
     var latest = null;
-    days.forEach(function (d) { if (d.distribution) latest = d; });
+    days.forEach(function (d) { if (hasDistribution(d)) latest = d; });
     var fig = $("chart-distribution"), caption = $("distribution-day");
     if (!latest) {
       caption.textContent = "(no day with usage yet)";
