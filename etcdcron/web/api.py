@@ -20,7 +20,6 @@ whatever they send, never a 400 that answers questions about the body.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -31,7 +30,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError
 from .. import apply as jobfiles
 from ..accounts import Role
 from ..errors import InvalidInput
-from ..history import MAX_LIMIT, MongoHistory, RunQuery, find_run, query_runs
+from ..history import MAX_LIMIT, RunQuery, find_run, query_runs
 from .auth import HTTPError, Principal, allow, principal
 from .context import WebContext, ctx
 
@@ -76,20 +75,6 @@ def _with_body(role: Role, schema: dict, example: dict | None = None) -> dict:
     media = {"schema": schema} | ({"example": example} if example else {})
     kw["openapi_extra"] = {**kw["openapi_extra"], "requestBody": {"required": True, "content": {"application/json": media}}}
     return kw
-
-
-_archive_lock = threading.Lock()
-
-
-def _archive(request: Request, c: WebContext) -> MongoHistory | None:
-    """The run archive (``job_runs``), one client for the process; None without --mongo."""
-    if not c.mongo_uri:
-        return None
-    with _archive_lock:
-        archive = getattr(request.app.state, "run_archive", None)
-        if archive is None:
-            archive = request.app.state.run_archive = MongoHistory(c.mongo_uri)
-        return archive
 
 
 # --- who am I -----------------------------------------------------------------------------------------
@@ -201,7 +186,7 @@ def runs(request: Request,
     ``next_cursor`` back as ``cursor`` for the next page (null: no more). From the etcd window, merged
     with MongoDB's archive (``job_runs``) when ``web`` runs with --mongo (``source``)."""
     q = RunQuery.of(job, state, node, since, until, limit, cursor)
-    page = query_runs(c.admin, q, _archive(request, c))
+    page = query_runs(c.admin, q, c.run_archive())
     return {"runs": page.runs, "next_cursor": page.next_cursor, "source": page.source}
 
 
@@ -210,7 +195,7 @@ def run(request: Request, job: str = Path(description="job name"),
         slot: int = Path(ge=0, le=253_402_300_799, description="the firing's slot, Unix seconds"),
         c: WebContext = Depends(ctx)) -> dict:
     """One firing's record with its whole stored output tail (and ``tries`` when it was retried)."""
-    return find_run(c.admin, job, slot, _archive(request, c))
+    return find_run(c.admin, job, slot, c.run_archive())
 
 
 # --- nodes and the cluster ----------------------------------------------------------------------------

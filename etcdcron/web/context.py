@@ -19,6 +19,7 @@ class WebContext:
     accounts: Accounts
     mongo_uri: str | None = None  # run history from MongoDB (job_runs) and analytics, when set
     _analytics: Any = field(default=None, repr=False)
+    _archive: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def analytics(self):
@@ -32,9 +33,22 @@ class WebContext:
                 self._analytics = AnalyticsStore(self.mongo_uri, timeout=3.0)
             return self._analytics
 
+    def run_archive(self):
+        """The run archive (MongoDB ``job_runs``), one client for the process; None without --mongo."""
+        if not self.mongo_uri:
+            return None
+        with self._lock:
+            if self._archive is None:
+                from ..history import MongoHistory  # noqa: PLC0415 - only with --mongo
+
+                self._archive = MongoHistory(self.mongo_uri)
+            return self._archive
+
     def close(self) -> None:
         if self._analytics is not None:
             self._analytics.close()
+        if self._archive is not None:
+            self._archive.close()
         self.admin.store.close()
 
 
