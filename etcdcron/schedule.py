@@ -11,14 +11,29 @@ Forms (DESIGN.md section 2):
 * ``@hourly``, ``@daily``/``@midnight``, ``@weekly``, ``@monthly``, ``@yearly``/``@annually``;
 * ``@every DURATION``: the multiples of DURATION since the Unix epoch, whatever the zone.
 
-DST rule: a wall time skipped by a spring-forward gap fires once, at the first instant after the
-gap (several skipped wall times collapse into that one firing); a wall time repeated by fall-back
-fires once, at its first occurrence.
+DST rule, Debian cron's (cron(8): "jobs that run at a specific time" against "jobs that run more
+frequently"), for 5- and 6-field expressions and the keywords by their 5-field expansion:
+
+* **Interval** schedules, whose minute or hour field starts with ``*`` (``*``, ``*/20``; also
+  ``@hourly``), follow real time: they fire at every instant whose local wall time matches, so a
+  wall time repeated by fall-back fires twice (two instants, two firings) and a wall time skipped
+  by spring-forward does not fire. ``0 * * * *`` stays hourly in real time through both changes.
+* **Pinned** schedules, whose minute and hour fields are both fixed (``30 1 * * *``, ``0 9,17 * *
+  1-5``, ``@daily``), fire once per matching wall time: a time skipped by spring-forward fires
+  once, at the first instant after the gap (several skipped times collapse into that one firing);
+  a time repeated by fall-back fires once, at its first occurrence.
+
+Day-of-month and day-of-week follow crontab(5): when both are restricted (neither starts with
+``*``) a day matching either fires; otherwise both must match (``0 0 */2 * 1``: odd-day Mondays).
+
+A firing is its UTC instant, so the two passes of a repeated wall time are two distinct firings.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime
+import functools
 import re
 import threading
 import zoneinfo
@@ -170,6 +185,17 @@ def _same_value(low: str, high: str) -> bool:
     return number(low) is not None and number(low) == number(high)
 
 
+def _follows_real_time(fields: list[str]) -> bool:
+    """Debian cron's wildcard test: the minute or the hour field starts with '*'."""
+    minute, hour = fields[-5], fields[-4]
+    return minute.startswith("*") or hour.startswith("*")
+
+
+def _either_day(fields: list[str]) -> bool:
+    """crontab(5): a day matching either day field fires only when both are restricted."""
+    return not (fields[-3].startswith("*") or fields[-1].startswith("*"))
+
+
 def _compile_cron(expr: str, text: str) -> croniter:
     fields = text.split()
     if len(fields) == 7:
@@ -182,7 +208,7 @@ def _compile_cron(expr: str, text: str) -> croniter:
         )
     _check_fields(expr, fields)
     try:
-        cron = croniter(_to_croniter_order(fields), _VALIDATION_START)
+        cron = croniter(_to_croniter_order(fields), _VALIDATION_START, day_or=_either_day(fields))
         cron.get_next(datetime.datetime)
     except CroniterBadDateError as exc:
         raise _bad(expr, "never fires (no date matches all fields)") from exc
@@ -217,6 +243,7 @@ class Schedule:
     _every: int = field(init=False, repr=False, compare=False)  # seconds; 0 for cron
     _cron: croniter | None = field(init=False, repr=False, compare=False)
     _resolution: int = field(init=False, repr=False, compare=False)
+    _real_time: bool = field(init=False, repr=False, compare=False)  # interval, not pinned
     _lock: threading.Lock = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -232,12 +259,13 @@ class Schedule:
             raise _bad(expr, "contains a control character")
         words = expr.split()
         keyword = words[0].lower()
-        every, cron, resolution = 0, None, 60
+        every, cron, resolution, real_time = 0, None, 60, False
         if keyword == "@every":
             every = resolution = _compile_every(expr, words)
         elif keyword in _KEYWORDS and len(words) == 1:
             # Not 3600 for @hourly: a 30-minute DST gap (Lord Howe) brings firings 30 min apart.
             cron = _compile_cron(expr, _KEYWORDS[keyword])
+            real_time = _follows_real_time(_KEYWORDS[keyword].split())
         elif keyword.startswith("@"):
             raise _bad(
                 expr,
@@ -247,12 +275,20 @@ class Schedule:
         else:
             cron = _compile_cron(expr, expr)
             resolution = 1 if len(words) == 6 else 60
+            real_time = _follows_real_time(words)
         set_(self, "_every", every)
+        set_(self, "_real_time", real_time)
         set_(self, "_cron", cron)
         set_(self, "_resolution", resolution)
 
     def __reduce__(self):  # the lock and croniter are rebuilt, not copied
         return (type(self), (self.expr, self.tz))
+
+    @property
+    def follows_real_time(self) -> bool:
+        """True for an interval schedule (minute or hour field starts with '*'): through a DST
+        change it keeps its cadence in real time. False for a pinned one and for @every."""
+        return self._real_time
 
     @property
     def min_interval(self) -> float:
@@ -291,25 +327,82 @@ class Schedule:
             result.append(current)
         return result
 
-    def _next_cron(self, after: datetime.datetime) -> datetime.datetime:
+    def dst_note(self, instant: datetime.datetime) -> str | None:
+        """What a DST change does to the firing at ``instant`` (one of ours), or None.
+
+        For ``etcdcron next``: 'first pass of a repeated hour', 'second pass of a repeated
+        hour', or, for a pinned time skipped by spring-forward, 'run at the end of the
+        spring-forward gap (HH:MM-HH:MM skipped)'."""
         zone = self._zone
-        try:
-            local = after.astimezone(zone)
+        instant = instant.astimezone(UTC)
+        local = instant.astimezone(zone)
+        wall = local.replace(tzinfo=None)
+        other = wall.replace(tzinfo=zone, fold=1 - local.fold).astimezone(UTC)
+        if other != instant and other.astimezone(zone).replace(tzinfo=None) == wall:
             if local.fold:
-                # In the second pass of a repeated hour its wall times have already fired,
-                # so resume at the end of the repeat instead of walking through it.
-                local = self._repeat_end(after).astimezone(zone) - _ONE_SECOND
-            wall = local.replace(tzinfo=None, microsecond=0)
+                return "second pass of a repeated hour"
+            if self._real_time or self._every:
+                return "first pass of a repeated hour"
+            return "first pass of a repeated hour (a pinned time runs once)"
+        before = (instant - _ONE_SECOND).astimezone(zone)
+        jump = local.utcoffset() - before.utcoffset()  # type: ignore[operator]
+        if jump > datetime.timedelta(0) and not self._every and not self._real_time:
+            start = (before + _ONE_SECOND).replace(tzinfo=None)  # the first skipped wall time
             with self._lock:
                 assert self._cron is not None
-                self._cron.set_current(wall, force=True)
-                while True:
-                    instant = self._wall_to_utc(self._cron.get_next(datetime.datetime))
-                    # Skipped wall times collapse onto the gap's end, which may not be > after.
-                    if instant > after:
-                        return instant
+                self._cron.set_current(start - _ONE_SECOND, force=True)
+                skipped = self._cron.get_next(datetime.datetime) < wall
+            if skipped:
+                return (f"run at the end of the spring-forward gap "
+                        f"({start:%H:%M}-{wall - _ONE_SECOND:%H:%M} skipped)")
+        return None
+
+    def _next_cron(self, after: datetime.datetime) -> datetime.datetime:
+        try:
+            if self._real_time:
+                return self._next_real_time(after)
+            return self._next_pinned(after)
         except (CroniterError, OverflowError) as exc:
             raise _bad(self.expr, f"no firing after {after.isoformat()}") from exc
+
+    def _next_real_time(self, after: datetime.datetime) -> datetime.datetime:
+        """The first instant after ``after`` whose wall time (at the offset then in force) matches.
+
+        Between two offset changes wall time is real time plus a constant, so croniter's next
+        wall time there is the answer; past the next change, ask again from it."""
+        zone = self._zone
+        start = after.replace(microsecond=0) + _ONE_SECOND
+        while True:
+            offset = start.astimezone(zone).utcoffset()
+            assert offset is not None
+            wall = (start + offset).replace(tzinfo=None)
+            with self._lock:
+                assert self._cron is not None
+                self._cron.set_current(wall - _ONE_SECOND, force=True)
+                found = self._cron.get_next(datetime.datetime)
+            candidate = (found - offset).replace(tzinfo=UTC)
+            change = _first_change(zone, start, candidate)
+            if change is None:
+                return candidate
+            start = change
+
+    def _next_pinned(self, after: datetime.datetime) -> datetime.datetime:
+        """The first wall time after ``after`` that matches, each wall time once (see the module)."""
+        zone = self._zone
+        local = after.astimezone(zone)
+        if local.fold:
+            # In the second pass of a repeated hour its wall times have already fired,
+            # so resume at the end of the repeat instead of walking through it.
+            local = self._repeat_end(after).astimezone(zone) - _ONE_SECOND
+        wall = local.replace(tzinfo=None, microsecond=0)
+        with self._lock:
+            assert self._cron is not None
+            self._cron.set_current(wall, force=True)
+            while True:
+                instant = self._wall_to_utc(self._cron.get_next(datetime.datetime))
+                # Skipped wall times collapse onto the gap's end, which may not be > after.
+                if instant > after:
+                    return instant
 
     def _wall_to_utc(self, wall: datetime.datetime) -> datetime.datetime:
         """The instant a wall time fires: fold=0 when repeated, the gap's end when skipped."""
@@ -333,6 +426,53 @@ class Schedule:
         assert first is not None and second is not None
         hi = inside.replace(microsecond=0) + (first - second) + _ONE_SECOND
         return _first_instant(inside, hi, lambda t: t.astimezone(zone).fold == 0)
+
+
+_SCAN_STEP = 6 * 3600  # zones change offset at most once in 6 hours
+
+
+def _offset_at(zone: zoneinfo.ZoneInfo, second: int) -> datetime.timedelta | None:
+    return (_EPOCH + datetime.timedelta(seconds=second)).astimezone(zone).utcoffset()
+
+
+@functools.lru_cache(maxsize=4096)
+def _changes_in_year(zone: zoneinfo.ZoneInfo, year: int) -> tuple[int, ...]:
+    """Epoch seconds t in (1 Jan ``year``, 1 Jan ``year``+1] UTC whose offset differs from t-1's."""
+    lo = int((datetime.datetime(year, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds())
+    end = (datetime.datetime(year + 1, 1, 1, tzinfo=UTC) if year < 9999
+           else datetime.datetime(9999, 12, 31, 12, tzinfo=UTC))  # astimezone overflows later
+    hi = int((end - _EPOCH).total_seconds())
+    found = []
+    previous, before = lo, _offset_at(zone, lo)
+    while previous < hi:
+        current = min(previous + _SCAN_STEP, hi)
+        now = _offset_at(zone, current)
+        if now != before:
+            a, b = previous, current  # the offset is `before` at a and differs at b
+            while b - a > 1:
+                mid = (a + b) // 2
+                if _offset_at(zone, mid) == before:
+                    a = mid
+                else:
+                    b = mid
+            found.append(b)
+        previous, before = current, now
+    return tuple(found)
+
+
+def _first_change(
+    zone: zoneinfo.ZoneInfo, start: datetime.datetime, end: datetime.datetime
+) -> datetime.datetime | None:
+    """The first instant in (start, end] where the zone's offset changes, or None."""
+    lo = int((start - _EPOCH) // _ONE_SECOND)
+    hi = int((end - _EPOCH) // _ONE_SECOND)
+    first_year = (start - _ONE_SECOND).year  # a year's list holds (1 Jan, next 1 Jan]
+    for year in range(first_year, end.year + 1):
+        changes = _changes_in_year(zone, year)
+        index = bisect.bisect_right(changes, lo)
+        if index < len(changes):
+            return _EPOCH + datetime.timedelta(seconds=changes[index]) if changes[index] <= hi else None
+    return None
 
 
 def _first_instant(

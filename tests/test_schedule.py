@@ -267,20 +267,16 @@ def test_end_of_calendar_is_our_error_not_overflow(expr):
         # Berlin springs forward 2026-03-29 02:00 CET -> 03:00 CEST (01:00 UTC).
         ("30 2 * * *", "Europe/Berlin", utc(2026, 3, 28, 2),
          [utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 0, 30)]),
-        # 02:00, 02:20, 02:40 are all skipped and fire once, at 03:00 CEST.
-        ("*/20 2 * * *", "Europe/Berlin", utc(2026, 3, 28, 1, 40),
-         [utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 0, 0)]),
         # Skipped 02:00/02:30 and the real 03:00 are the same instant: one firing.
         ("0,30 2,3 * * *", "Europe/Berlin", utc(2026, 3, 29, 0, 30),
          [utc(2026, 3, 29, 1, 0), utc(2026, 3, 29, 1, 30), utc(2026, 3, 30, 0, 0)]),
         # Berlin falls back 2026-10-25 03:00 CEST -> 02:00 CET (01:00 UTC); 02:30 fires once.
         ("30 2 * * *", "Europe/Berlin", utc(2026, 10, 24, 1),
          [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]),
-        ("0 * * * *", "Europe/Berlin", utc(2026, 10, 24, 23, 30),
-         [utc(2026, 10, 25, 0), utc(2026, 10, 25, 2), utc(2026, 10, 25, 3)]),
-        # Starting inside the repeated hour (02:10 CET) resumes after it.
-        ("*/5 * * * * *", "Europe/Berlin", utc(2026, 10, 25, 1, 10),
-         [utc(2026, 10, 25, 2, 0, 0), utc(2026, 10, 25, 2, 0, 5)]),
+        ("0 30 2 * * *", "Europe/Berlin", utc(2026, 10, 24, 1),  # 6 fields: the same rule
+         [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]),
+        ("@daily", "America/Havana", utc(2026, 10, 31, 12),  # Havana repeats midnight: once
+         [utc(2026, 11, 1, 4), utc(2026, 11, 2, 5)]),
         # New York: 2026-03-08 02:00 EST -> 03:00 EDT (07:00 UTC).
         ("30 2 * * *", "America/New_York", utc(2026, 3, 7, 12),
          [utc(2026, 3, 8, 7, 0), utc(2026, 3, 9, 6, 30)]),
@@ -290,8 +286,6 @@ def test_end_of_calendar_is_our_error_not_overflow(expr):
         # Lord Howe: 2026-10-04 02:00 +10:30 -> 02:30 +11 (15:30 UTC); a 30-minute gap.
         ("15 2 * * *", "Australia/Lord_Howe", utc(2026, 10, 2, 16),
          [utc(2026, 10, 3, 15, 30), utc(2026, 10, 4, 15, 15)]),
-        ("0 * * * *", "Australia/Lord_Howe", utc(2026, 10, 3, 14, 30),
-         [utc(2026, 10, 3, 15, 30), utc(2026, 10, 3, 16, 0)]),
         # Lord Howe: 2026-04-05 02:00 +11 -> 01:30 +10:30 (15:00 UTC); 01:45 fires once.
         ("45 1 * * *", "Australia/Lord_Howe", utc(2026, 4, 4, 0),
          [utc(2026, 4, 4, 14, 45), utc(2026, 4, 5, 15, 15)]),
@@ -299,18 +293,99 @@ def test_end_of_calendar_is_our_error_not_overflow(expr):
         ("0 9 * * *", "Asia/Kathmandu", utc(2026, 3, 29), [utc(2026, 3, 29, 3, 15)]),
     ],
 )
-def test_dst_rule(expr, tz, after, expected):
-    """Skipped wall times fire once after the gap; repeated ones once, at the first pass."""
-    assert take(parse_schedule(expr, tz), after, len(expected)) == expected
+def test_dst_rule_for_pinned_times(expr, tz, after, expected):
+    """Minute and hour fixed: a skipped time fires once after the gap, a repeated one once."""
+    schedule = parse_schedule(expr, tz)
+    assert not schedule.follows_real_time
+    assert take(schedule, after, len(expected)) == expected
 
 
-def test_firings_across_fall_back_have_distinct_wall_times():
-    """Across fall-back, an every-minute job fires once per local wall time (the hour repeats)."""
-    schedule = parse_schedule("* * * * *", "Europe/Berlin")
-    result = schedule.firings(utc(2026, 10, 24, 23), utc(2026, 10, 25, 3))
-    walls = [t.astimezone(schedule_zone("Europe/Berlin")).replace(tzinfo=None) for t in result]
-    assert len(walls) == len(set(walls)) == 180  # 01:00..03:59 local; not 240 instants
-    assert utc(2026, 10, 25, 1, 30) not in result
+@pytest.mark.parametrize(
+    ("expr", "tz", "after", "expected"),
+    [
+        # Berlin springs forward 2026-03-29: 02:00-02:59 does not exist, so hour 2 does not fire.
+        ("*/20 2 * * *", "Europe/Berlin", utc(2026, 3, 28, 1, 40),
+         [utc(2026, 3, 30, 0, 0), utc(2026, 3, 30, 0, 20)]),
+        ("0 * * * *", "Europe/Berlin", utc(2026, 3, 28, 23, 30),  # still hourly in real time
+         [utc(2026, 3, 29, 0), utc(2026, 3, 29, 1), utc(2026, 3, 29, 2)]),
+        # Berlin falls back 2026-10-25 03:00 CEST -> 02:00 CET: 02:00 runs at both passes.
+        ("0 * * * *", "Europe/Berlin", utc(2026, 10, 24, 23, 30),
+         [utc(2026, 10, 25, 0), utc(2026, 10, 25, 1), utc(2026, 10, 25, 2)]),
+        ("@hourly", "America/New_York", utc(2026, 11, 1, 4, 30),  # 01:00 EDT, 01:00 EST, 02:00 EST
+         [utc(2026, 11, 1, 5), utc(2026, 11, 1, 6), utc(2026, 11, 1, 7)]),
+        # Starting inside the repeated hour (02:10 CET) goes on through it.
+        ("*/5 * * * * *", "Europe/Berlin", utc(2026, 10, 25, 1, 10),
+         [utc(2026, 10, 25, 1, 10, 5), utc(2026, 10, 25, 1, 10, 10)]),
+        # The issue's case: Sydney 2027-04-04 03:00 AEDT -> 02:00 AEST (16:00 UTC).
+        ("*/20 0-3 * * 0", "Australia/Sydney", utc(2027, 4, 3, 15, 30),
+         [utc(2027, 4, 3, 15, 40), utc(2027, 4, 3, 16, 0), utc(2027, 4, 3, 16, 20),
+          utc(2027, 4, 3, 16, 40), utc(2027, 4, 3, 17, 0)]),
+        # Lord Howe: 2026-10-04 02:00 +10:30 -> 02:30 +11; 02:00 never shows on the clock.
+        ("0 * * * *", "Australia/Lord_Howe", utc(2026, 10, 3, 14, 30),
+         [utc(2026, 10, 3, 16, 0), utc(2026, 10, 3, 17, 0)]),
+    ],
+)
+def test_dst_rule_for_intervals(expr, tz, after, expected):
+    """Minute or hour starting with '*': every instant whose wall time matches, in real time."""
+    schedule = parse_schedule(expr, tz)
+    assert schedule.follows_real_time
+    assert take(schedule, after, len(expected)) == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "interval"),
+    [("* * * * *", True), ("*/20 0-3 * * 0", True), ("30 * * * *", True), ("0 */2 * * *", True),
+     ("*/5 0 2 * * *", False), ("5 * 2 * * *", True), ("@hourly", True), ("@daily", False),
+     ("@weekly", False), ("30 1 * * *", False), ("0-59 0-23 * * *", False), ("@every 1h", False)],
+)
+def test_interval_or_pinned_is_decided_by_the_minute_and_hour_fields(expr, interval):
+    """Debian cron's test: the minute or hour field starting with '*' (6 fields: the same two)."""
+    assert parse_schedule(expr, "Europe/Berlin").follows_real_time is interval
+
+
+def test_fall_back_hour_runs_twice_for_an_interval_once_for_pinned_times():
+    """Across fall-back, '* * * * *' fires every real minute (240 over 4 hours); its pinned twin
+    '0-59 0-23 * * *' fires once per wall time (180)."""
+    zone = schedule_zone("Europe/Berlin")
+    start, end = utc(2026, 10, 24, 23), utc(2026, 10, 25, 3)
+    every = parse_schedule("* * * * *", "Europe/Berlin").firings(start, end)
+    assert every == [start + timedelta(minutes=m) for m in range(1, 241)]
+    pinned = parse_schedule("0-59 0-23 * * *", "Europe/Berlin").firings(start, end)
+    walls = [t.astimezone(zone).replace(tzinfo=None) for t in pinned]
+    assert len(walls) == len(set(walls)) == 180
+    assert utc(2026, 10, 25, 1, 30) not in pinned  # 02:30 CET, the second pass
+
+
+@pytest.mark.parametrize(
+    ("expr", "tz", "instant", "note"),
+    [("*/20 0-3 * * 0", "Australia/Sydney", utc(2027, 4, 3, 15, 20), "first pass of a repeated hour"),
+     ("*/20 0-3 * * 0", "Australia/Sydney", utc(2027, 4, 3, 16, 20), "second pass of a repeated hour"),
+     ("30 2 * * *", "Europe/Berlin", utc(2026, 10, 25, 0, 30),
+      "first pass of a repeated hour (a pinned time runs once)"),
+     ("30 2 * * *", "Europe/Berlin", utc(2026, 3, 29, 1),
+      "run at the end of the spring-forward gap (02:00-02:59 skipped)"),
+     ("0 3 * * *", "Europe/Berlin", utc(2026, 3, 29, 1), None),  # 03:00 is real; nothing skipped
+     ("30 2 * * *", "Europe/Berlin", utc(2026, 3, 30, 0, 30), None)],
+)
+def test_dst_note_says_what_a_change_does_to_a_firing(expr, tz, instant, note):
+    """`etcdcron next` explains the firings a DST change touches, and only those."""
+    schedule = parse_schedule(expr, tz)
+    assert instant in schedule.firings(instant - timedelta(seconds=1), instant)
+    assert schedule.dst_note(instant) == note
+
+
+@pytest.mark.parametrize(
+    ("expr", "after", "expected"),
+    [
+        # crontab(5): both day fields restricted -> either; one starting with '*' -> both.
+        ("0 0 1,15 * 1", utc(2026, 1, 1), [utc(2026, 1, 5), utc(2026, 1, 12), utc(2026, 1, 15)]),
+        ("0 0 */2 * 1", utc(2026, 1, 1), [utc(2026, 1, 5), utc(2026, 1, 19), utc(2026, 2, 9)]),
+        ("0 0 1 * */3", utc(2026, 1, 1), [utc(2026, 2, 1), utc(2026, 3, 1), utc(2026, 4, 1)]),  # Sun/Wed/Sat
+    ],
+)
+def test_day_fields_follow_crontab5(expr, after, expected):
+    """Day-of-month and day-of-week: OR only when neither starts with '*', as crontab(5) says."""
+    assert take(parse_schedule(expr), after, len(expected)) == expected
 
 
 # --- properties ------------------------------------------------------------------------------
@@ -357,6 +432,7 @@ class Spec:
     months: frozenset[int]
     weekdays: frozenset[int]  # 0 = Sunday
     either_day: bool  # day-of-month OR day-of-week, when both are restricted
+    interval: bool  # the minute or hour field starts with '*': follows real time through DST
 
     def matches(self, wall: datetime) -> bool:
         if not (wall.second in self.seconds and wall.minute in self.minutes
@@ -395,13 +471,9 @@ def specs(draw: st.DrawFn, with_seconds: bool | None = None) -> Spec:
         with_seconds = draw(st.booleans())
     second = draw(field(0, 59)) if with_seconds else ("", {0})
     minute, hour = draw(field(0, 59)), draw(field(0, 23))
-    day, month = draw(field(1, 31, star_steps=False)), draw(field(1, 12))
-    weekday = draw(field(0, 7, star_steps=False))
+    day, month = draw(field(1, 31)), draw(field(1, 12))
+    weekday = draw(field(0, 6))
     days, weekdays = frozenset(day[1]), frozenset(d % 7 for d in weekday[1])
-    # croniter's rule: a day field is unrestricted when written "*", or when it covers every value
-    # and the other day field contains a "*"; when both are restricted, either may match.
-    day_star = day[0] == "*" or (len(days) == 31 and "*" in weekday[0])
-    weekday_star = weekday[0] == "*" or (len(weekdays) == 7 and "*" in day[0])
     texts = [minute[0], hour[0], day[0], month[0], weekday[0]]
     if with_seconds:
         texts.insert(0, second[0])
@@ -413,7 +485,9 @@ def specs(draw: st.DrawFn, with_seconds: bool | None = None) -> Spec:
         days=days,
         months=frozenset(month[1]),
         weekdays=weekdays,
-        either_day=not (day_star or weekday_star),
+        # crontab(5): either day field may match only when neither starts with '*'
+        either_day=not (day[0].startswith("*") or weekday[0].startswith("*")),
+        interval=minute[0].startswith("*") or hour[0].startswith("*"),
     )
 
 
@@ -455,20 +529,31 @@ def is_gap_firing(spec: Spec, instant: datetime, zone: zoneinfo.ZoneInfo) -> boo
     return False
 
 
+def fires_at(spec: Spec, instant: datetime, zone: zoneinfo.ZoneInfo) -> bool:
+    """The DST rule by brute force: an interval fires whenever the wall time matches; a pinned
+    time at the first pass of a matching wall time, and at a gap's end that skipped a match."""
+    local = instant.astimezone(zone)
+    matches = spec.matches(local.replace(tzinfo=None))
+    if spec.interval:
+        return matches
+    return (matches and local.fold == 0) or is_gap_firing(spec, instant, zone)
+
+
 @PROPERTY_SETTINGS
 @given(spec=specs(), zone_start=zone_and_start())
-def test_next_after_walks_matching_distinct_wall_times(spec, zone_start):
-    """next_after strictly increases, hits matching wall times (or a gap's end), none twice."""
+def test_next_after_walks_matching_instants(spec, zone_start):
+    """next_after strictly increases and hits only instants the rule fires at; pinned schedules
+    never repeat a wall time."""
     name, start = zone_start
     schedule, zone = build(spec, name), schedule_zone(name)
+    assert schedule.follows_real_time is spec.interval
     previous, walls = start, set()
     for _ in range(20):
         instant = schedule.next_after(previous)
         assert instant > previous and instant.tzinfo is UTC and instant.microsecond == 0
-        local = instant.astimezone(zone)
-        wall = local.replace(tzinfo=None)
-        assert (spec.matches(wall) and local.fold == 0) or is_gap_firing(spec, instant, zone)
-        assert wall not in walls
+        assert fires_at(spec, instant, zone)
+        wall = instant.astimezone(zone).replace(tzinfo=None)
+        assert spec.interval or wall not in walls
         walls.add(wall)
         previous = instant
 
@@ -496,7 +581,7 @@ def test_firings_equals_iterating_next_after(spec, zone_start, span):
     data=st.data(),
 )
 def test_firings_agree_with_brute_force_around_dst_changes(spec, name, data):
-    """Around a DST change, firings are exactly: matching first-pass wall times plus gap ends."""
+    """Around a DST change, firings are exactly the instants the brute-force rule fires at."""
     schedule, zone = build(spec, name), schedule_zone(name)
     change = data.draw(st.sampled_from(transitions(name)))
     with_seconds = len(spec.expr.split()) == 6
@@ -506,10 +591,7 @@ def test_firings_agree_with_brute_force_around_dst_changes(spec, name, data):
     expected = []
     instant = start + step
     while instant <= end:
-        local = instant.astimezone(zone)
-        if local.fold == 0 and spec.matches(local.replace(tzinfo=None)):
-            expected.append(instant)
-        elif is_gap_firing(spec, instant, zone):
+        if fires_at(spec, instant, zone):
             expected.append(instant)
         instant += step
     assert schedule.firings(start, end, limit=100_000) == expected
