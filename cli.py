@@ -25,7 +25,7 @@ import typer
 
 from etcdcron import __version__
 from etcdcron import log as logsetup
-from etcdcron.admin import Admin
+from etcdcron.admin import Admin, schedule_firings
 from etcdcron.cliopts import configured
 from etcdcron.config import Config
 from etcdcron.errors import EtcdCronError, InvalidInput, NotFound
@@ -225,12 +225,26 @@ def resume(name: str, as_json: Json = False, cfg: Config = None) -> None:
 
 @app.command("next")
 @configured("etcd")
-def next_(name: str, n: Annotated[int, typer.Option("-n", min=1, max=1000)] = 5,
+def next_(name: Annotated[Optional[str], typer.Argument(help="a saved job (or give --schedule)")] = None,
+          n: Annotated[int, typer.Option("-n", min=1, max=1000)] = 5,
+          start: Annotated[Optional[str], typer.Option(
+              "--from", help="firings after this instant: ISO-8601 (without an offset: UTC) or Unix seconds; default now")] = None,
+          schedule: Annotated[Optional[str], typer.Option(
+              "--schedule", help="a schedule not saved yet, instead of NAME (needs no etcd)")] = None,
+          tz: Annotated[Optional[str], typer.Option("--tz", help="the zone of --schedule (default UTC)")] = None,
           as_json: Json = False, cfg: Config = None) -> None:
-    """The next N firings, in the job's zone and in UTC."""
-    pairs = _admin(cfg).next_firings(name, n)
-    data = [{"local": loc.isoformat(), "utc": utc.strftime("%Y-%m-%dT%H:%M:%SZ")} for loc, utc in pairs]
-    _out(data, as_json, "\n".join(f"{d['local']}  {d['utc']}" for d in data))
+    """The next N firings, in the job's zone and in UTC, with a note on each one a DST change touches."""
+    if (name is None) == (schedule is None):
+        raise InvalidInput("give a job NAME or --schedule EXPR (one of them)")
+    if tz is not None and schedule is None:
+        raise InvalidInput("--tz goes with --schedule: a saved job has its own zone")
+    after = None if start is None else parse_instant(start, "--from")
+    if schedule is not None:
+        rows = schedule_firings(schedule, "UTC" if tz is None else tz, n, after)
+    else:
+        rows = _admin(cfg).next_firings(name, n, after)
+    _out(rows, as_json, "\n".join(f"{r['local']}  {r['utc']}" + (f"  {r['note']}" if r["note"] else "")
+                                  for r in rows))
 
 
 @app.command()

@@ -19,6 +19,7 @@ from .errors import ConcurrentChange, InvalidSpec, JobNotFound, NotFound
 from .jobs import JobSpec, check_name
 from .keys import Keys
 from .nodes import leader_of
+from .schedule import Schedule, parse_schedule
 from .states import UNFINISHED
 from .store import EtcdStore
 
@@ -227,9 +228,12 @@ class Admin:
             if res.succeeded:
                 return new
 
-    def next_firings(self, name: str, n: int) -> list[tuple[datetime, datetime]]:
-        """The next ``n`` firings (in the job's zone, in UTC) inside its start/end window; fewer when it ends."""
-        return _firings(self.get_job(name), n, time.time())
+    def next_firings(self, name: str, n: int, after: float | None = None) -> list[dict]:
+        """The next ``n`` firings after ``after`` (default now) inside the job's start/end window, fewer
+        when it ends: :func:`firing_rows` (local, UTC, what a DST change does to each)."""
+        spec = self.get_job(name)
+        pairs = _firings(spec, n, time.time() if after is None else after)
+        return firing_rows(spec.parsed, [u for _, u in pairs])
 
     def history(self, name: str | None, limit: int | None) -> list[Claim]:
         """The records of the etcd window (of job ``name``, else of every job), newest first by
@@ -328,6 +332,26 @@ def _firings(spec: JobSpec, n: int, now: float) -> list[tuple[datetime, datetime
     return out
 
 
+def schedule_firings(expr: str, tz: str, n: int, after: float | None = None) -> list[dict]:
+    """The next ``n`` firings of a schedule not saved yet (``etcdcron next --schedule``) after ``after``
+    (default now), as :func:`firing_rows`. Raises InvalidSchedule / InvalidZone."""
+    schedule = parse_schedule(expr, tz)
+    t = datetime.fromtimestamp(math.floor(time.time() if after is None else after), timezone.utc)
+    out = []
+    for _ in range(n):
+        t = schedule.next_after(t)
+        out.append(t)
+    return firing_rows(schedule, out)
+
+
+def firing_rows(schedule: Schedule, instants: list[datetime]) -> list[dict]:
+    """Firings as ``etcdcron next`` and the API show them: the local time with its offset, UTC, and the
+    note of :meth:`Schedule.dst_note` (null unless a DST change touches the firing)."""
+    zone = ZoneInfo(schedule.tz)
+    return [{"local": t.astimezone(zone).isoformat(), "utc": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "note": schedule.dst_note(t)} for t in instants]
+
+
 def job_row(spec: JobSpec, claims: list[Claim], now: float) -> dict:
     """A job as the jobs list shows it: its spec, the schedule in words, the next firing (none while
     paused), its newest final record (``last``), how many of its runs are alive, and ``strip``: the
@@ -335,7 +359,7 @@ def job_row(spec: JobSpec, claims: list[Claim], now: float) -> dict:
     row = dataclasses.asdict(spec)
     row["words"] = schedule_words(spec.schedule)
     nxt = None if spec.paused else next(iter(_firings(spec, 1, now)), None)
-    row["next"] = {"local": nxt[0].isoformat(), "utc": _iso(nxt[1].timestamp())} if nxt else None
+    row["next"] = firing_rows(spec.parsed, [nxt[1]])[0] if nxt else None
     done = next((c for c in claims if c.state not in UNFINISHED), None)
     row["last"] = None if done is None else {
         "state": str(done.state), "slot": done.slot, "slot_utc": _iso(done.slot), "node": done.node, "fence": done.fence,

@@ -29,7 +29,9 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError
 
 from .. import apply as jobfiles
 from ..accounts import Role
+from ..admin import schedule_firings
 from ..errors import InvalidInput
+from ..jobs import parse_instant
 from ..history import MAX_LIMIT, RunQuery, find_run, query_runs
 from .auth import HTTPError, Principal, allow, principal
 from .context import WebContext, ctx
@@ -100,12 +102,27 @@ def get_job(name: str = JobName, c: WebContext = Depends(ctx)) -> dict:
     return c.admin.job_row(name)
 
 
+FROM = Query(None, alias="from", description="firings after this instant: ISO-8601 (without an offset: UTC) or "
+                                               "Unix seconds; default now")
+
+
 @router.get("/jobs/{name}/next", summary="Next firings", **allow(Role.VIEWER))
 def next_firings(name: str = JobName, n: int = Query(10, ge=1, le=1000, description="how many"),
-                 c: WebContext = Depends(ctx)) -> dict:
-    """The next N firings in the job's zone and in UTC (``etcdcron next NAME -n N``)."""
-    pairs = c.admin.next_firings(name, n)
-    return {"firings": [{"local": loc.isoformat(), "utc": utc.strftime("%Y-%m-%dT%H:%M:%SZ")} for loc, utc in pairs]}
+                 start: str | None = FROM, c: WebContext = Depends(ctx)) -> dict:
+    """The next N firings in the job's zone and in UTC, each with the note of a DST change that touches it
+    or null (``etcdcron next NAME -n N --from TIME``)."""
+    after = None if start is None else parse_instant(start, "from")
+    return {"firings": c.admin.next_firings(name, n, after)}
+
+
+@router.get("/schedule/next", summary="Next firings of a schedule not saved", **allow(Role.VIEWER))
+def schedule_next(schedule: str = Query(..., max_length=200, description="a schedule expression"),
+                  tz: str = Query("UTC", max_length=255, description="an IANA zone"),
+                  n: int = Query(10, ge=1, le=1000, description="how many"),
+                  start: str | None = FROM) -> dict:
+    """What a schedule would do before it is saved (``etcdcron next --schedule EXPR --tz ZONE``)."""
+    after = None if start is None else parse_instant(start, "from")
+    return {"firings": schedule_firings(schedule, tz, n, after)}
 
 
 JOB_SCHEMA = {"type": "object", "additionalProperties": True,

@@ -153,7 +153,8 @@ function jobPage() {
       // the schedule's firings whatever the pause (as `etcdcron next`): say that none of them fires while paused
       show("next-note", j.paused ? "(paused: none fires until resumed)" : "");
       replaceRows(document.querySelector("#next-table tbody"), next.firings.length
-        ? next.firings.map((f) => el("tr", {}, el("td", { text: f.local }), el("td", { text: f.utc })))
+        ? next.firings.map((f) => el("tr", {}, el("td", { text: f.local }), el("td", { text: f.utc }),
+                                     el("td", { cls: "muted small", text: f.note || "" })))
         : [el("tr", {}, el("td", { text: "none: the schedule has ended" }))]);
       replaceRows(document.querySelector("#history-table tbody"), runs.runs.map((r) => el("tr", { "data-slot": r.slot },
         el("td", { text: r.slot_utc }), el("td", {}, stateBadge(r.state)), el("td", { text: dash(r.node) }),
