@@ -15,7 +15,7 @@ import structlog
 from . import apply as jobfiles
 from . import store as st
 from .claims import Claim
-from .errors import ConcurrentChange, InvalidSpec, JobNotFound, NotFound
+from .errors import ConcurrentChange, InvalidSchedule, InvalidSpec, JobNotFound, NotFound
 from .jobs import JobSpec, check_name
 from .keys import Keys
 from .nodes import leader_of
@@ -323,7 +323,10 @@ def _firings(spec: JobSpec, n: int, now: float) -> list[tuple[datetime, datetime
     t = float(math.floor(max(now, spec.active_since)))  # whole seconds: firings are, and the memo is keyed by it
     out = []
     while len(out) < n:
-        nxt = spec.next_after(t)
+        try:
+            nxt = spec.next_after(t)
+        except InvalidSchedule:  # "no firing after": the calendar ends (year 9999)
+            break
         if nxt is None:
             break
         utc = datetime.fromtimestamp(nxt, timezone.utc)
@@ -339,7 +342,10 @@ def schedule_firings(expr: str, tz: str, n: int, after: float | None = None) -> 
     t = datetime.fromtimestamp(math.floor(time.time() if after is None else after), timezone.utc)
     out = []
     for _ in range(n):
-        t = schedule.next_after(t)
+        try:
+            t = schedule.next_after(t)
+        except InvalidSchedule:  # "no firing after": the calendar ends (year 9999)
+            break
         out.append(t)
     return firing_rows(schedule, out)
 
@@ -348,7 +354,7 @@ def firing_rows(schedule: Schedule, instants: list[datetime]) -> list[dict]:
     """Firings as ``etcdcron next`` and the API show them: the local time with its offset, UTC, and the
     note of :meth:`Schedule.dst_note` (null unless a DST change touches the firing)."""
     zone = ZoneInfo(schedule.tz)
-    return [{"local": t.astimezone(zone).isoformat(), "utc": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    return [{"local": t.astimezone(zone).isoformat(), "utc": t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
              "note": schedule.dst_note(t)} for t in instants]
 
 

@@ -246,14 +246,20 @@ def make_spec(
 def parse_instant(text: str, option: str) -> float:
     """An ISO-8601 instant (a zone offset or Z; naive means UTC) or Unix seconds -> Unix seconds."""
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        try:  # nan, inf, 1e300: not an instant of the calendar
+            datetime.fromtimestamp(seconds, timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise InvalidSpec(f"bad {option} {text!r}: not a time between the years 1 and 9999") from None
+        return seconds
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+    except (ValueError, OverflowError):
         raise InvalidSpec(f"bad {option} {text!r}: must be ISO-8601 (2026-11-27T15:00:00Z) or Unix seconds") from None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _pairs(pairs: list[str], option: str, form: str) -> dict[str, str]:

@@ -207,6 +207,10 @@ def _compile_cron(expr: str, text: str) -> croniter:
             f"got {len(fields)}",
         )
     _check_fields(expr, fields)
+    if "#" in fields[-1] and not (fields[-3].startswith("*") or fields[-3] == "?"):
+        # croniter ignores the day-of-month when day-of-week has N#K, where crontab(5) reads "either"
+        raise _bad(expr, f"day-of-week field {_q(fields[-1])} with a day-of-month other than '*' is "
+                         "not supported; write two jobs")
     try:
         cron = croniter(_to_croniter_order(fields), _VALIDATION_START, day_or=_either_day(fields))
         cron.get_next(datetime.datetime)
@@ -333,6 +337,8 @@ class Schedule:
         For ``etcdcron next``: 'first pass of a repeated hour', 'second pass of a repeated
         hour', or, for a pinned time skipped by spring-forward, 'run at the end of the
         spring-forward gap (HH:MM-HH:MM skipped)'."""
+        if self._every:  # epoch multiples: DST changes nothing
+            return None
         zone = self._zone
         instant = instant.astimezone(UTC)
         local = instant.astimezone(zone)
@@ -341,12 +347,12 @@ class Schedule:
         if other != instant and other.astimezone(zone).replace(tzinfo=None) == wall:
             if local.fold:
                 return "second pass of a repeated hour"
-            if self._real_time or self._every:
+            if self._real_time:
                 return "first pass of a repeated hour"
             return "first pass of a repeated hour (a pinned time runs once)"
         before = (instant - _ONE_SECOND).astimezone(zone)
         jump = local.utcoffset() - before.utcoffset()  # type: ignore[operator]
-        if jump > datetime.timedelta(0) and not self._every and not self._real_time:
+        if jump > datetime.timedelta(0) and not self._real_time:
             start = (before + _ONE_SECOND).replace(tzinfo=None)  # the first skipped wall time
             with self._lock:
                 assert self._cron is not None
@@ -362,7 +368,7 @@ class Schedule:
             if self._real_time:
                 return self._next_real_time(after)
             return self._next_pinned(after)
-        except (CroniterError, OverflowError) as exc:
+        except (CroniterError, OverflowError, ValueError) as exc:  # ValueError: croniter past 9999
             raise _bad(self.expr, f"no firing after {after.isoformat()}") from exc
 
     def _next_real_time(self, after: datetime.datetime) -> datetime.datetime:
@@ -438,9 +444,11 @@ def _offset_at(zone: zoneinfo.ZoneInfo, second: int) -> datetime.timedelta | Non
 @functools.lru_cache(maxsize=4096)
 def _changes_in_year(zone: zoneinfo.ZoneInfo, year: int) -> tuple[int, ...]:
     """Epoch seconds t in (1 Jan ``year``, 1 Jan ``year``+1] UTC whose offset differs from t-1's."""
-    lo = int((datetime.datetime(year, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds())
+    # a day inside the calendar's ends, where local time in any zone still exists
+    begin = datetime.datetime(year, 1, 1, tzinfo=UTC) if year > 1 else datetime.datetime(1, 1, 2, tzinfo=UTC)
     end = (datetime.datetime(year + 1, 1, 1, tzinfo=UTC) if year < 9999
-           else datetime.datetime(9999, 12, 31, 12, tzinfo=UTC))  # astimezone overflows later
+           else datetime.datetime(9999, 12, 30, tzinfo=UTC))
+    lo = int((begin - _EPOCH).total_seconds())
     hi = int((end - _EPOCH).total_seconds())
     found = []
     previous, before = lo, _offset_at(zone, lo)

@@ -60,6 +60,15 @@ def test_schedule_defaults_to_utc_and_now(prefix):
     assert lines(r) == ["2031-01-01T00:00:00+00:00  2031-01-01T00:00:00Z"]  # no offset: UTC
 
 
+def test_the_end_of_the_calendar_ends_the_list(prefix):
+    """Firings up to year 9999 and no further: fewer than -n, not an error; years print with 4 digits."""
+    r = run(NOWHERE, prefix, "next", "--schedule", "0 0 29 2 *", "--from", "9990-01-01T00:00:00Z", "-n", "5")
+    assert lines(r) == ["9992-02-29T00:00:00+00:00  9992-02-29T00:00:00Z",
+                        "9996-02-29T00:00:00+00:00  9996-02-29T00:00:00Z"]
+    r = run(NOWHERE, prefix, "next", "--schedule", "0 0 29 2 *", "--from", "0001-01-01T00:00:00Z", "-n", "1")
+    assert lines(r) == ["0004-02-29T00:00:00+00:00  0004-02-29T00:00:00Z"]
+
+
 def test_saved_job_from_a_time_inside_its_window(etcd, prefix):
     """`next NAME --from` lists the job's firings after TIME, in its zone, and stops at --end-at."""
     r = run(etcd, prefix, "add", "0 * * * *", "--name", "hourly", "--shell", "true", "--tz", "America/New_York",
@@ -80,6 +89,8 @@ BAD = [
     (["next", "keep", "--tz", "Europe/Berlin"], "--tz goes with --schedule"),
     (["next", "keep", "--from", "soon"], "'soon'"),
     (["next", "--schedule", "* * * * *", "--from", "2027-13-01T00:00:00Z"], "--from"),
+    (["next", "--schedule", "* * * * *", "--from", "nan"], "'nan'"),
+    (["next", "--schedule", "* * * * *", "--from", "1e300"], "'1e300'"),
     (["next", "--schedule", "61 * * * *"], "'61'"),
     (["next", "--schedule", "* * * * *", "--tz", "Mars/Olympus"], "Mars/Olympus"),
     (["next", "--schedule", "@reboot"], "@reboot"),

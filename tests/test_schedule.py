@@ -213,6 +213,9 @@ def test_concurrent_callers_get_the_same_answers():
         ("@daily 5", "UTC", InvalidSchedule, "'@daily 5'"),
         ("0 0 30 2 *", "UTC", InvalidSchedule, "'0 0 30 2 *': never fires"),
         ("0 0 31 4,6,9,11 *", "UTC", InvalidSchedule, "never fires"),
+        # croniter would ignore the day-of-month where crontab(5) reads "either": refused instead
+        ("0 0 1,15 * 1#2", "UTC", InvalidSchedule, "day-of-week field '1#2' with a day-of-month other than '*'"),
+        ("0 0 L * 5#1", "UTC", InvalidSchedule, "day-of-week field '5#1' with a day-of-month other than '*'"),
         ("@every 500ms", "UTC", InvalidSchedule, "whole number of seconds >= 1, got 0.5s"),
         ("@every 1.5s", "UTC", InvalidSchedule, "'@every 1.5s'"),
         ("@every soon", "UTC", InvalidSchedule, "@every duration 'soon'"),
@@ -256,6 +259,23 @@ def test_end_of_calendar_is_our_error_not_overflow(expr):
     """Past year 9999 there is no firing: InvalidSchedule, not a raw OverflowError."""
     with pytest.raises(InvalidSchedule, match="no firing after"):
         parse_schedule(expr, "Pacific/Kiritimati").next_after(utc(9999, 12, 31, 23, 59, 59))
+
+
+@pytest.mark.parametrize("expr", ["0 0 29 2 *", "*/30 * 29 2 *"])
+def test_end_of_calendar_from_a_leap_day_is_our_error(expr):
+    """croniter's ValueError past 9999 (the next 29 February is in year 10000) is ours too."""
+    with pytest.raises(InvalidSchedule, match="no firing after"):
+        parse_schedule(expr).next_after(utc(9997, 3, 1))
+
+
+@pytest.mark.parametrize(
+    ("tz", "after", "expected"),
+    [("America/New_York", utc(1, 6, 5), utc(1, 6, 5, 0, 56, 2)),  # LMT -4:56:02 in year 1
+     ("Pacific/Kiritimati", utc(9999, 1, 5), utc(9999, 1, 5, 1))],
+)
+def test_interval_schedules_work_at_the_ends_of_the_calendar(tz, after, expected):
+    """The offset-change scan stays inside the calendar, where local time exists in every zone."""
+    assert parse_schedule("0 * * * *", tz).next_after(after) == expected
 
 
 # --- DST -------------------------------------------------------------------------------------
@@ -365,6 +385,7 @@ def test_fall_back_hour_runs_twice_for_an_interval_once_for_pinned_times():
      ("30 2 * * *", "Europe/Berlin", utc(2026, 3, 29, 1),
       "run at the end of the spring-forward gap (02:00-02:59 skipped)"),
      ("0 3 * * *", "Europe/Berlin", utc(2026, 3, 29, 1), None),  # 03:00 is real; nothing skipped
+     ("@every 20m", "Europe/Berlin", utc(2026, 10, 25, 1, 0), None),  # DST does not touch @every
      ("30 2 * * *", "Europe/Berlin", utc(2026, 3, 30, 0, 30), None)],
 )
 def test_dst_note_says_what_a_change_does_to_a_firing(expr, tz, instant, note):

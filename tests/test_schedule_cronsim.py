@@ -68,6 +68,7 @@ DIFFERENCES = {SIX_FIELDS, HALF_HOUR_SHIFT, CHATHAM_REPEAT, MIDNIGHT_GAP}
 NOT_COMPARED = {  # cronsim accepts these, we refuse them with a one-line error
     "0 0 * * 6L": "last weekday-of-month in day-of-week",
     "0 0 LW * *": "last weekday of the month",
+    "0 0 1,15 * 1#2": "N#K with a restricted day-of-month (croniter would ignore the day-of-month)",
 }
 
 

@@ -43,8 +43,9 @@ def test_bad_input_answers_the_cli_refusal(web):
         cli = web.cli("next", *args, check=False)
         assert r.status_code == 422 and cli.returncode == 2
         assert "error: " + r.json()["error"] == cli.stderr.strip()
-    r = viewer.get("/schedule/next", params={"schedule": "* * * * *", "from": "soon"})
-    assert r.status_code == 422 and "'soon'" in r.json()["error"]
+    for bad in ("soon", "nan", "1e300"):
+        r = viewer.get("/schedule/next", params={"schedule": "* * * * *", "from": bad})
+        assert r.status_code == 422 and f"'{bad}'" in r.json()["error"]
     assert viewer.get("/schedule/next", params={"schedule": "* * * * *", "n": 0}).status_code == 400
     assert viewer.get("/schedule/next").status_code == 400  # schedule is required
     assert viewer.get("/jobs/missing/next", params={"from": "2027-01-01T00:00:00Z"}).status_code == 404
