@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -248,18 +249,16 @@ def parse_instant(text: str, option: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        pass
-    else:
-        try:  # nan, inf, 1e300: not an instant of the calendar
-            datetime.fromtimestamp(seconds, timezone.utc)
-        except (ValueError, OverflowError, OSError):
-            raise InvalidSpec(f"bad {option} {text!r}: not a time between the years 1 and 9999") from None
-        return seconds
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
-    except (ValueError, OverflowError):
-        raise InvalidSpec(f"bad {option} {text!r}: must be ISO-8601 (2026-11-27T15:00:00Z) or Unix seconds") from None
+        try:
+            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            seconds = (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+        except (ValueError, OverflowError):
+            raise InvalidSpec(f"bad {option} {text!r}: must be ISO-8601 (2026-11-27T15:00:00Z) or Unix seconds") from None
+    try:  # nan, inf, 1e300, or an offset carrying 0001-01-01 off the calendar
+        datetime.fromtimestamp(math.floor(seconds), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidSpec(f"bad {option} {text!r}: not a time between the years 1 and 9999") from None
+    return seconds
 
 
 def _pairs(pairs: list[str], option: str, form: str) -> dict[str, str]:

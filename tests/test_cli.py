@@ -58,6 +58,8 @@ BAD = [
     (["backfill", "keep", "--from", "2026-01-02T00:00:00Z", "--to", "2026-01-01T00:00:00Z"], "--to"),
     (["backfill", "keep", "--from", "2020-01-01T00:00:00Z", "--to", "2099-01-01T00:00:00Z"], "past"),
     (["backfill", "keep", "--from", "yesterday", "--to", "2026-01-01T00:00:00Z"], "yesterday"),
+    (["backfill", "keep", "--from", "0001-01-01T00:00:00+10:00", "--to", "2026-01-01T00:00:00Z"], "years 1 and 9999"),
+    (["add", "0 * * * *", "--name", "x", "--shell", "true", "--end-at", "nan"], "years 1 and 9999"),
     (["backfill", "keep", "--from", "2000-01-01T00:00:00Z", "--to", "2026-01-01T00:00:00Z"], "split"),
     (["nodes", "drain", "nobody"], "nobody"),
     (["history", "Bad!"], "Bad!"),

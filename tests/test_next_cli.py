@@ -91,6 +91,8 @@ BAD = [
     (["next", "--schedule", "* * * * *", "--from", "2027-13-01T00:00:00Z"], "--from"),
     (["next", "--schedule", "* * * * *", "--from", "nan"], "'nan'"),
     (["next", "--schedule", "* * * * *", "--from", "1e300"], "'1e300'"),
+    (["next", "--schedule", "* * * * *", "--from", "0001-01-01T00:00:00+10:00"], "years 1 and 9999"),
+    (["next", "--schedule", "* * * * *", "--from", "9999-12-31T23:59:59-10:00"], "years 1 and 9999"),
     (["next", "--schedule", "61 * * * *"], "'61'"),
     (["next", "--schedule", "* * * * *", "--tz", "Mars/Olympus"], "Mars/Olympus"),
     (["next", "--schedule", "@reboot"], "@reboot"),

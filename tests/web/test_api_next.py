@@ -47,6 +47,9 @@ def test_bad_input_answers_the_cli_refusal(web):
         r = viewer.get("/schedule/next", params={"schedule": "* * * * *", "from": bad})
         assert r.status_code == 422 and f"'{bad}'" in r.json()["error"]
     assert viewer.get("/schedule/next", params={"schedule": "* * * * *", "n": 0}).status_code == 400
+    for bad in ("0001-01-01T00:00:00+10:00", "1e300"):  # the same parser as the runs filter's
+        r = viewer.get("/runs", params={"since": bad})
+        assert r.status_code == 422 and "years 1 and 9999" in r.json()["error"], r.text
     assert viewer.get("/schedule/next").status_code == 400  # schedule is required
     assert viewer.get("/jobs/missing/next", params={"from": "2027-01-01T00:00:00Z"}).status_code == 404
     r = httpx.get(web.url + "/api/v1/schedule/next", params={"schedule": "* * * * *"})
