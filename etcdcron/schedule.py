@@ -434,11 +434,7 @@ class Schedule:
         return _first_instant(inside, hi, lambda t: t.astimezone(zone).fold == 0)
 
 
-_SCAN_STEP = 6 * 3600  # zones change offset at most once in 6 hours
-
-
-def _offset_at(zone: zoneinfo.ZoneInfo, second: int) -> datetime.timedelta | None:
-    return (_EPOCH + datetime.timedelta(seconds=second)).astimezone(zone).utcoffset()
+_SCAN_STEP = datetime.timedelta(hours=6)  # zones change offset at most once in 6 hours
 
 
 @functools.lru_cache(maxsize=4096)
@@ -448,22 +444,15 @@ def _changes_in_year(zone: zoneinfo.ZoneInfo, year: int) -> tuple[int, ...]:
     begin = datetime.datetime(year, 1, 1, tzinfo=UTC) if year > 1 else datetime.datetime(1, 1, 2, tzinfo=UTC)
     end = (datetime.datetime(year + 1, 1, 1, tzinfo=UTC) if year < 9999
            else datetime.datetime(9999, 12, 30, tzinfo=UTC))
-    lo = int((begin - _EPOCH).total_seconds())
-    hi = int((end - _EPOCH).total_seconds())
     found = []
-    previous, before = lo, _offset_at(zone, lo)
-    while previous < hi:
-        current = min(previous + _SCAN_STEP, hi)
-        now = _offset_at(zone, current)
-        if now != before:
-            a, b = previous, current  # the offset is `before` at a and differs at b
-            while b - a > 1:
-                mid = (a + b) // 2
-                if _offset_at(zone, mid) == before:
-                    a = mid
-                else:
-                    b = mid
-            found.append(b)
+    previous, before = begin, begin.astimezone(zone).utcoffset()
+    while previous < end:
+        current = min(previous + _SCAN_STEP, end)
+        now = current.astimezone(zone).utcoffset()
+        if now != before:  # the offset is `before` at previous and differs at current
+            was = before
+            change = _first_instant(previous, current, lambda t: t.astimezone(zone).utcoffset() != was)
+            found.append(int((change - _EPOCH) // _ONE_SECOND))
         previous, before = current, now
     return tuple(found)
 

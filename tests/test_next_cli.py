@@ -1,12 +1,11 @@
-"""`etcdcron next`: look at a DST change before it happens, for a saved job or a schedule not saved."""
+"""`etcdcron next`: look at a DST change before it happens, for a saved job or a schedule not saved
+(its refusals are in the table of tests/test_cli.py)."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
-from tests.test_cli import run, snapshot
+from tests.test_cli import run
 
 NOWHERE = "http://127.0.0.1:1"  # no etcd answers here
 
@@ -81,31 +80,3 @@ def test_saved_job_from_a_time_inside_its_window(etcd, prefix):
         "2027-11-07T02:00:00-05:00  2027-11-07T07:00:00Z",
         "2027-11-07T03:00:00-05:00  2027-11-07T08:00:00Z",
     ]
-
-
-BAD = [
-    (["next"], "NAME or --schedule"),
-    (["next", "keep", "--schedule", "* * * * *"], "NAME or --schedule"),
-    (["next", "keep", "--tz", "Europe/Berlin"], "--tz goes with --schedule"),
-    (["next", "keep", "--from", "soon"], "'soon'"),
-    (["next", "--schedule", "* * * * *", "--from", "2027-13-01T00:00:00Z"], "--from"),
-    (["next", "--schedule", "* * * * *", "--from", "nan"], "'nan'"),
-    (["next", "--schedule", "* * * * *", "--from", "1e300"], "'1e300'"),
-    (["next", "--schedule", "* * * * *", "--from", "0001-01-01T00:00:00+10:00"], "years 1 and 9999"),
-    (["next", "--schedule", "* * * * *", "--from", "9999-12-31T23:59:59-10:00"], "years 1 and 9999"),
-    (["next", "--schedule", "61 * * * *"], "'61'"),
-    (["next", "--schedule", "* * * * *", "--tz", "Mars/Olympus"], "Mars/Olympus"),
-    (["next", "--schedule", "@reboot"], "@reboot"),
-    (["next", "missing"], "missing"),
-]
-
-
-@pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a)[:50] for a, _ in BAD])
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(etcd, prefix, store, args, needle):
-    """Each bad use of `next`: exit 2, one line naming the bad part, nothing in etcd changed."""
-    assert run(etcd, prefix, "add", "@hourly", "--name", "keep", "--shell", "true").returncode == 0
-    before = snapshot(store, prefix)
-    r = run(etcd, prefix, *args)
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
-    assert snapshot(store, prefix) == before
