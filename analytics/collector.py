@@ -193,7 +193,7 @@ def create_app(store: AnalyticsStore, clock: Callable[[], float] = time.time,
         body = await _body(request, MAX_BATCH_BYTES)
         app = await apps.get(request.query_params.get("appId"))
         verify(batch_sign(body, app.key), request.query_params.get("sign"))
-        events = batch_events(body)
+        events = batch_events(body, app)
         docs, repeats = admit(app, events, clock())
         stored, dups = await submit(docs)
         return JSONResponse({"ok": True, "accepted": len(events), "stored": stored, "duplicates": dups + repeats})

@@ -34,7 +34,8 @@ FIELD_RE = re.compile(r"[\x21-\x7e]{0,64}")  # printable ASCII, no spaces
 DEVICE_RE = re.compile(r"[\x21-\x7e]{1,128}")
 USER_RE = re.compile(r"[\x21-\x7e]{0,128}")
 
-TYPES = ("open", "usage")
+TYPES = ("open", "usage", "custom")
+MAX_AMOUNT = 1_000_000_000  # one custom event's amount: a whole number 0..1e9
 SIGNED_FIELDS = ("appId", "channel", "deviceId", "platform", "timestamp", "version")
 MAX_FUTURE = 600.0  # seconds an event may lie ahead of the collector's clock (phone clocks drift)
 MAX_SECONDS = 86_400.0  # one usage report never exceeds a day
@@ -44,31 +45,115 @@ MAX_SMALL_BODY = 4096
 DEFAULT_GRACE = 7200.0
 
 
+MAX_GRACE = 7 * 86_400.0  # the longest grace an app may have (a week: late phones, offline queues)
+DEFAULT_TOP = 20  # breakdown values kept per dimension and day; the rest are summed as "other"
+MAX_TOP = 1000
+COUNTER_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+SLOT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+COUNTER_TYPES = ("sum", "slot", "cpv")
+MAX_COUNTERS = 50
+MAX_SLOTS = 50
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A custom event an app declares (GoAnalytics' customized counter): ``sum`` adds ``amount`` per
+    day, ``slot`` per declared slot, ``cpv`` per channel, platform and version."""
+
+    name: str
+    type: str
+    slots: tuple[str, ...] = ()
+
+    @classmethod
+    def new(cls, name: str, type: str, slots: tuple[str, ...] | list[str] = ()) -> "Counter":
+        if not isinstance(name, str) or not COUNTER_NAME_RE.fullmatch(name):
+            raise InvalidApp(f"bad counter name {str(name)[:80]!r}: must match [a-z][a-z0-9_]{{0,31}}")
+        if type not in COUNTER_TYPES:
+            raise InvalidApp(f"bad counter type {str(type)[:40]!r}: must be sum, slot or cpv")
+        slots = tuple(slots)
+        if type == "slot":
+            if not slots:
+                raise InvalidApp(f"counter {name!r} of type slot needs --slots a,b,c")
+            if len(slots) > MAX_SLOTS:
+                raise InvalidApp(f"counter {name!r}: {len(slots)} slots (limit {MAX_SLOTS})")
+            for slot in slots:
+                if not isinstance(slot, str) or not SLOT_RE.fullmatch(slot):
+                    raise InvalidApp(f"bad slot {str(slot)[:40]!r}: must match [a-z0-9][a-z0-9_-]{{0,31}}")
+            if len(set(slots)) != len(slots):
+                raise InvalidApp(f"counter {name!r}: a slot is named twice")
+        elif slots:
+            raise InvalidApp(f"counter {name!r} of type {type} takes no --slots (only type slot does)")
+        return cls(name, type, slots)
+
+    def doc(self) -> dict[str, Any]:
+        return {"type": self.type, "slots": list(self.slots)}
+
+
 @dataclass(frozen=True)
 class App:
     """A registered app: ``id`` and ``key`` are generated; days are counted in zone ``tz``; events
-    may arrive until ``grace`` seconds after the end of their day."""
+    may arrive until ``grace`` seconds after the end of their day. After a key rotation the previous
+    key (``old_key``) is still accepted until ``old_key_until`` (Unix seconds). ``top`` bounds the
+    breakdowns; ``counters`` are the declared custom events by name."""
 
     id: str
     name: str
     tz: str
     key: str
     grace: float = DEFAULT_GRACE
+    top: int = DEFAULT_TOP
+    counters: tuple[Counter, ...] = ()
+    old_key: str | None = None
+    old_key_until: float = 0.0
 
     @classmethod
-    def new(cls, name: str, tz: str, grace: float = DEFAULT_GRACE) -> "App":
+    def new(cls, name: str, tz: str, grace: float = DEFAULT_GRACE, top: int = DEFAULT_TOP) -> "App":
         check_app_name(name)
         zone(tz)
-        if not isinstance(grace, (int, float)) or not 0 <= grace <= 7 * 86_400 or grace != grace:
-            raise InvalidApp(f"bad --grace {grace!r}: must be 0 to 604800 seconds")
-        return cls(id=secrets.token_hex(8), name=name, tz=tz, key=secrets.token_hex(16), grace=float(grace))
+        return cls(id=secrets.token_hex(8), name=name, tz=tz, key=secrets.token_hex(16), grace=check_grace(grace),
+                   top=check_top(top))
 
     def doc(self) -> dict[str, Any]:
-        return {"_id": self.id, "name": self.name, "tz": self.tz, "key": self.key, "grace": self.grace}
+        d = {"_id": self.id, "name": self.name, "tz": self.tz, "key": self.key, "grace": self.grace, "top": self.top,
+             "counters": {c.name: c.doc() for c in self.counters}}
+        if self.old_key:
+            d.update(old_key=self.old_key, old_key_until=self.old_key_until)
+        return d
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> "App":
-        return cls(id=doc["_id"], name=doc["name"], tz=doc["tz"], key=doc["key"], grace=float(doc.get("grace", DEFAULT_GRACE)))
+        counters = tuple(Counter(name, c["type"], tuple(c.get("slots") or ()))
+                         for name, c in sorted((doc.get("counters") or {}).items()))
+        return cls(id=doc["_id"], name=doc["name"], tz=doc["tz"], key=doc["key"], grace=float(doc.get("grace", DEFAULT_GRACE)),
+                   top=int(doc.get("top", DEFAULT_TOP)), counters=counters, old_key=doc.get("old_key"),
+                   old_key_until=float(doc.get("old_key_until", 0.0)))
+
+    def keys(self, now: float) -> tuple[str, ...]:
+        """The keys a signature may use at ``now``: the key, and the previous one during its overlap."""
+        if self.old_key and now < self.old_key_until:
+            return (self.key, self.old_key)
+        return (self.key,)
+
+    def counter(self, name: str) -> Counter | None:
+        return next((c for c in self.counters if c.name == name), None)
+
+    def public(self) -> dict[str, Any]:
+        """What `apps show` and `apps ls` print: everything but the keys."""
+        return {"id": self.id, "name": self.name, "tz": self.tz, "grace": self.grace, "top": self.top,
+                "counters": {c.name: c.doc() for c in self.counters},
+                "old_key_until": self.old_key_until if self.old_key else None}
+
+
+def check_grace(grace: Any) -> float:
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace != grace or not 0 <= grace <= MAX_GRACE:
+        raise InvalidApp(f"bad --grace {grace!r}: must be 0 to {MAX_GRACE:.0f} seconds")
+    return float(grace)
+
+
+def check_top(top: Any) -> int:
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
+        raise InvalidApp(f"bad --top {top!r}: must be a whole number from 1 to {MAX_TOP}")
+    return top
 
 
 def check_app_name(name: str) -> str:
@@ -90,6 +175,9 @@ class Event:
     pf: str = ""
     ver: str = ""
     uid: str | None = None
+    name: str = ""  # custom events: the declared counter,
+    amt: int = 0  # the amount added,
+    slot: str = ""  # and the slot (counters of type slot)
 
     def doc(self, app: App) -> dict[str, Any]:
         """The stored form (DESIGN §6 ``events``); the event id is the primary key."""
@@ -97,6 +185,8 @@ class Event:
              "day": day_of(self.ts, app.tz), "sec": self.sec, "ch": self.ch, "pf": self.pf, "ver": self.ver}
         if self.uid:
             d["uid"] = self.uid
+        if self.type == "custom":
+            d.update(name=self.name, amt=self.amt, slot=self.slot)
         return d
 
 
@@ -170,8 +260,9 @@ def goa_event(kind: str, params: Mapping[str, str], body: bytes) -> Event:
     return Event(id=f"g:{digest}", type=kind, dev=dev, ts=ts, sec=sec, uid=uid, **fields)
 
 
-def batch_events(body: bytes) -> list[Event]:
-    """The events of a batch body; the first bad event refuses the whole batch, naming it."""
+def batch_events(body: bytes, app: App | None = None) -> list[Event]:
+    """The events of a batch body; the first bad event refuses the whole batch, naming it. Custom
+    events are checked against ``app``'s declared counters (refused without an app)."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -184,29 +275,57 @@ def batch_events(body: bytes) -> list[Event]:
     out = []
     for i, item in enumerate(items):
         try:
-            out.append(_batch_event(item))
+            out.append(parse_event(item, app))
         except Refused as exc:
             raise Refused(exc.status, f"event {i}: {exc.reason}") from None
     return out
 
 
-def _batch_event(item: Any) -> Event:
+def parse_event(item: Any, app: App | None = None) -> Event:
+    """One event of the batch shape (docs/analytics.md), validated; custom events against ``app``'s
+    counters. Shared by the collector's batch route and ``analytics import``."""
     if not isinstance(item, dict):
         raise Refused(400, "not an object")
     kind = item.get("type")
     if kind not in TYPES:
-        raise Refused(400, f"bad type {str(kind)[:40]!r}: must be open or usage")
+        raise Refused(400, f"bad type {str(kind)[:40]!r}: must be open, usage or custom")
     sec = 0.0
     if kind == "usage":
         sec = round(float(_number(item.get("seconds"), "seconds", 0, MAX_SECONDS)), 3)
     elif "seconds" in item:
-        raise Refused(400, "an open event has no seconds")
+        raise Refused(400, f"a{'n' if kind == 'open' else ''} {kind} event has no seconds")
+    custom: dict[str, Any] = {}
+    if kind == "custom":
+        custom = _custom(item, app)
+    else:
+        for key in ("name", "amount", "slot"):
+            if key in item:
+                raise Refused(400, f"a{'n' if kind == 'open' else ''} {kind} event has no {key} (custom events do)")
     return Event(
         id=_text(item.get("id"), "id", EVENT_ID_RE), type=kind, dev=_text(item.get("deviceId"), "deviceId", DEVICE_RE),
         ts=_number(item.get("ts"), "ts", 0, 1e11), sec=sec, ch=_text(item.get("channel"), "channel"),
         pf=_text(item.get("platform"), "platform"), ver=_text(item.get("version"), "version"),
-        uid=_text(item.get("userId"), "userId", USER_RE) or None,
+        uid=_text(item.get("userId"), "userId", USER_RE) or None, **custom,
     )
+
+
+def _custom(item: dict, app: App | None) -> dict[str, Any]:
+    name = item.get("name")
+    counter = app.counter(name) if app is not None and isinstance(name, str) else None
+    if counter is None:
+        raise Refused(400, f"undeclared custom event {str(name)[:40]!r}: declare it with "
+                           f"`etcdcron apps counter add APP NAME --type sum|slot|cpv`")
+    amount = item.get("amount", 1)
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_AMOUNT:
+        raise Refused(400, f"bad amount {str(amount)[:40]!r}: must be a whole number from 0 to {MAX_AMOUNT}")
+    slot = item.get("slot")
+    if counter.type == "slot":
+        if slot not in counter.slots:
+            raise Refused(400, f"bad slot {str(slot)[:40]!r} for counter {counter.name!r}: "
+                               f"declared slots are {', '.join(counter.slots)}")
+    elif slot is not None:
+        raise Refused(400, f"counter {counter.name!r} is of type {counter.type}: it takes no slot")
+    return {"name": counter.name, "amt": amount, "slot": slot or ""}
 
 
 def admit(app: App, events: list[Event], now: float) -> tuple[list[dict[str, Any]], int]:

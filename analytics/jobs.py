@@ -217,6 +217,7 @@ def purge(ctx) -> dict[str, Any]:
             return {"deleted": 0, "before": None}
         before = min(dd.shift(dd.day_of(now, app.tz), -keep), dd.shift(final, 1))
         deleted = store.purge_events(app.id, before)
+        _advance(store, "purge", app, fence, before=max(before, store.purged_before(app.id) or before))
         log.info("analytics.purged", app=app.name, before=before, deleted=deleted, fence=fence)
         return {"deleted": deleted, "before": before}
 

@@ -15,6 +15,7 @@ highest fence seen and the job's watermark).
 from __future__ import annotations
 
 import threading
+import uuid
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
@@ -40,6 +41,7 @@ INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict]]] = {
     "active_users": [([("app", 1), ("day", 1)], {})],
     "usage": [([("app", 1), ("day", 1)], {})],
     "retention": [([("app", 1), ("cohort", 1)], {})],
+    "rebuilds": [([("app", 1)], {})],
 }
 
 _indexed: set[str] = set()
@@ -131,6 +133,37 @@ class AnalyticsStore:
     def apps(self) -> list[App]:
         with mapped("app listing"):
             return [App.from_doc(d) for d in self.db.apps.find().sort("name", 1)]
+
+    def update_app(self, app_id: str, fields: dict[str, Any], unset: tuple[str, ...] = ()) -> App:
+        """``$set`` settings of an app (validated by the caller); returns the app as stored now."""
+        update: dict[str, Any] = {"$set": fields}
+        if unset:
+            update["$unset"] = {k: "" for k in unset}
+        with mapped("app update"):
+            doc = self.db.apps.find_one_and_update({"_id": app_id}, update, return_document=pymongo.ReturnDocument.AFTER)
+        if doc is None:
+            raise AppNotFound(f"unknown app {app_id!r}")
+        return App.from_doc(doc)
+
+    # --- rebuilds: days that were final and got new events (an import) are rolled up again
+    def mark_rebuild(self, app_id: str, day: str) -> None:
+        """Ask the next rollup to rebuild ``day`` and every later day (and the jobs after it to follow)."""
+        with mapped("rebuild request"):
+            self.db.rebuilds.insert_one({"_id": f"{app_id}|{uuid.uuid4().hex}", "app": app_id, "day": day})
+
+    def rebuilds(self, app_id: str) -> list[tuple[str, str]]:
+        """Pending rebuild requests of an app: (request id, first day)."""
+        with mapped("rebuild read"):
+            return [(d["_id"], d["day"]) for d in self.db.rebuilds.find({"app": app_id})]
+
+    def clear_rebuilds(self, ids: list[str]) -> None:
+        if ids:
+            with mapped("rebuild clear"):
+                self.db.rebuilds.delete_many({"_id": {"$in": ids}})
+
+    def purged_before(self, app_id: str) -> str | None:
+        """The day before which the purge job deleted this app's raw events (None: nothing purged)."""
+        return self.state("purge", app_id).get("before")
 
     # --- raw events
     def insert_events(self, docs: list[dict[str, Any]]) -> set[int]:
