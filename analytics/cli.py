@@ -36,6 +36,11 @@ def register(app: typer.Typer) -> None:
     analytics = typer.Typer(help="Synthetic data and reports of the analytics workload.", no_args_is_help=True)
     app.add_typer(apps, name="apps")
     app.add_typer(analytics, name="analytics")
+    from .appcmds import register_apps  # noqa: PLC0415
+    from .importer import register_import  # noqa: PLC0415
+
+    register_apps(apps)
+    register_import(analytics)
 
     @app.command()
     @configured("collect")

@@ -23,7 +23,8 @@ import structlog
 from . import days as dd
 from .errors import InvalidApp
 from .events import App
-from .metrics import (RETENTION_DAYS, active_step, entering, retention_day, roll_day, usage_summary)
+from .metrics import (RETENTION_DAYS, active_retention_day, active_step, breakdowns, custom_rows, entering, retention_day,
+                      roll_day, summarize, usage_summary)
 from .store import AnalyticsStore
 
 log = structlog.get_logger("analytics.jobs")
@@ -73,47 +74,116 @@ def rollup(ctx) -> dict[str, Any]:
     return _run("rollup", ctx, rollup_app)
 
 
+REBUILD_LOG = 50  # rebuilds a rollup state remembers for the jobs after it
+
+
 def rollup_app(store: AnalyticsStore, app: App, now: float, fence: int) -> dict[str, Any]:
     state = store.state("rollup", app.id)
     final = state.get("final")
+    requests = store.rebuilds(app.id)
+    first = state.get("first")
+    if requests:
+        # An import stored events for days that may be final already: roll them up again from the
+        # earliest, and every later day. Imports only add events, so the devices' activity bits stay
+        # right and re-rolling the days in order rewrites every row that depends on them. The jobs
+        # after this one see the rebuild in ``rebuilt`` and redo their days from there.
+        again = min(day for _, day in requests)
+        if final and again <= final:
+            gen = state.get("gen", 0) + 1
+            log_ = (state.get("rebuilt") or [])[-(REBUILD_LOG - 1):] + [[gen, again]]
+            first = min(first or again, again)
+            final = dd.shift(again, -1)
+            _advance(store, "rollup", app, fence, first=first, final=final, gen=gen, rebuilt=log_)
+            log.info("analytics.rebuild", app=app.name, day=again, gen=gen, fence=fence)
     start = dd.shift(final, 1) if final else store.first_event_day(app.id)
     if start is None:
+        store.clear_rebuilds([i for i, _ in requests])
         return {"days": [], "final": None}
-    first = state.get("first") or start
+    first = min(first or start, start)
     done = []
+    counters = {c.name: c.type for c in app.counters}
     for day in dd.span(start, dd.last_closed(now, app.tz)):
-        totals = store.device_totals(app.id, day)
-        known = store.by_ids("devices", [f"{app.id}|{dev}" for dev in totals], {"first": 1, "bits": 1})
-        day_rows, dev_rows, daily = roll_day(app.id, day, totals, known)
+        summary = summarize(store.day_events(app.id, day), counters)
+        known = store.by_ids("devices", [f"{app.id}|{dev}" for dev in summary.totals], {"first": 1, "bits": 1})
+        day_rows, dev_rows, daily = roll_day(app.id, day, summary.totals, known)
+        new = {r[1]["dev"] for r in day_rows if r[1]["first"] == day}
+        users = _users_day(store, app, day, summary.uids, fence)
         is_final = dd.is_final(day, app.tz, app.grace, now)
         # Rows that are new go in by bulk insert (a day's first build; devices seen first).
         first_build = store.one("daily_metrics", f"{app.id}|{day}") is None
         _write(store, "device_day", day_rows, fence, insert_first=first_build)
         _write(store, "devices", [r for r in dev_rows if r[0] not in known], fence, insert_first=True)
         _write(store, "devices", [r for r in dev_rows if r[0] in known], fence)
-        _write(store, "daily_metrics", [(f"{app.id}|{day}", {**daily, "final": is_final})], fence)
+        _write(store, "breakdowns", [(f"{app.id}|{day}|{dim}", {"app": app.id, "day": day, "dim": dim, **b})
+                                     for dim, b in breakdowns(summary, new, app.top).items()], fence)
+        _write(store, "custom", [(f"{app.id}|{day}|{name}", {"app": app.id, "day": day, "name": name, **c})
+                                 for name, c in custom_rows(summary.custom, app.top).items()], fence)
+        _write(store, "daily_metrics", [(f"{app.id}|{day}", {**daily, **users, "final": is_final})], fence)
         done.append(day)
         if is_final:
             final = day
             _advance(store, "rollup", app, fence, first=first, final=final)
         log.info("analytics.rolled_up", app=app.name, day=day, final=is_final, devices=daily["dau"], fence=fence)
+    store.clear_rebuilds([i for i, _ in requests])
     return {"days": done, "final": final}
+
+
+def _users_day(store: AnalyticsStore, app: App, day: str, uids: set[str], fence: int) -> dict[str, int]:
+    """Registered users of ``day``: active, new (first seen on ``day``) and the total so far. A user's
+    first day is the earliest rolled up; days are rolled in order, so the total is yesterday's plus today's new."""
+    known = store.by_ids("users", [f"{app.id}|{u}" for u in uids], {"first": 1})
+    rows, new = [], 0
+    for uid in sorted(uids):
+        doc = known.get(f"{app.id}|{uid}")
+        first = min(doc["first"], day) if doc else day
+        new += first == day
+        if doc is None or doc["first"] != first:
+            rows.append((f"{app.id}|{uid}", {"app": app.id, "uid": uid, "first": first}))
+    _write(store, "users", rows, fence)
+    before = store.one("daily_metrics", f"{app.id}|{dd.shift(day, -1)}") or {}
+    return {"users_active": len(uids), "users_new": new, "users_total": before.get("users_total", 0) + new}
 
 
 # --- the jobs that read rollup's final days
 
 def _final_days(store: AnalyticsStore, kind: str, app: App,
-                per_day: Callable[[AnalyticsStore, App, str, int], None], fence: int) -> dict[str, Any]:
+                per_day: Callable[[AnalyticsStore, App, str, int], None], fence: int,
+                reset: Callable[[AnalyticsStore, App, int], None] | None = None) -> dict[str, Any]:
+    """Run ``per_day`` on every final day after the job's watermark. After a rollup rebuild the
+    watermark first goes back to the day before the rebuilt days; with ``reset``, the job starts
+    over from the first day instead (for results that accumulate over days)."""
     roll = store.state("rollup", app.id)
     if not roll.get("final"):
         return {"days": []}
-    done = store.state(kind, app.id).get("done")
+    own = store.state(kind, app.id)
+    done = own.get("done")
+    again = _rebuilt_from(roll, own) if done else None
+    if again is not None:
+        if reset is not None:
+            reset(store, app, fence)
+            done = None
+        elif again <= done:
+            done = dd.shift(again, -1) if again > roll["first"] else None
+        log.info("analytics.rebuild", app=app.name, job=kind, day=again, fence=fence)
+    if again is not None or own.get("gen", 0) != roll.get("gen", 0):
+        _advance(store, kind, app, fence, done=done, gen=roll.get("gen", 0))
     start = dd.shift(done, 1) if done else roll["first"]
     days = dd.span(start, roll["final"])
     for day in days:
         per_day(store, app, day, fence)
         _advance(store, kind, app, fence, done=day)
     return {"days": days}
+
+
+def _rebuilt_from(roll: dict[str, Any], own: dict[str, Any]) -> str | None:
+    """The earliest day rollup rebuilt since this job last looked (None: nothing rebuilt)."""
+    seen, rebuilt = own.get("gen", 0), roll.get("rebuilt") or []
+    newer = [day for gen, day in rebuilt if gen > seen]
+    if not newer:
+        return None
+    if rebuilt[0][0] > seen + 1:  # rebuilds this job never saw fell off the log
+        return roll["first"]
+    return min(newer)
 
 
 def active_users(ctx) -> dict[str, Any]:
@@ -167,8 +237,17 @@ def usage_day(store: AnalyticsStore, app: App, day: str, fence: int) -> None:
 
 
 def retention(ctx) -> dict[str, Any]:
-    """Classic and unbounded N-day retention, N in 1…7, 14, 30, per cohort (devices new on a day)."""
-    return _run("retention", ctx, lambda s, app, now, f: _final_days(s, "retention", app, retention_day_job, f))
+    """Classic and unbounded N-day retention, N in 1…7, 14, 30, per cohort (devices new on a day), and
+    active-user retention per cohort of devices active on a day."""
+    return _run("retention", ctx, lambda s, app, now, f: _final_days(s, "retention", app, retention_day_job, f,
+                                                                     reset=retention_reset))
+
+
+def retention_reset(store: AnalyticsStore, app: App, fence: int) -> None:
+    """Empty every cohort before a rebuild: unbounded counts accumulate day by day and cohorts may
+    lose devices (an imported earlier first day), so the job redoes every day from the first."""
+    ids = store.ids("retention", {"app": app.id})
+    _write(store, "retention", [(i, {"size": 0, "classic": {}, "unbounded": {}, "ub_asof": ""}) for i in ids], fence)
 
 
 def retention_day_job(store: AnalyticsStore, app: App, day: str, fence: int) -> None:
@@ -176,18 +255,18 @@ def retention_day_job(store: AnalyticsStore, app: App, day: str, fence: int) -> 
 
     Classic counts are absolute. Unbounded counts grow with each day, so a cohort keeps
     ``ub_asof``, the last day already added: a day is added to a cohort once, also when the job
-    is rerun after a crash half-way through the day.
+    is rerun after a crash half-way through the day. Active-user retention counts are absolute.
     """
-    rows = [(r["first"], r["prev"]) for r in store.day_docs("device_day", app.id, day, {"first": 1, "prev": 1})]
-    size, classic, delta = retention_day(day, rows)
+    rows = store.day_docs("device_day", app.id, day, {"first": 1, "prev": 1, "win": 1})
+    size, classic, delta = retention_day(day, [(r["first"], r["prev"]) for r in rows])
     cohorts = sorted(set(classic) | set(delta))
-    stored = store.by_ids("retention", [f"{app.id}|{c}" for c in cohorts])
+    stored = store.by_ids("retention", [f"{app.id}|{c}" for c in cohorts] + [f"{app.id}|{day}"])
     out = []
-    if size:
+    if size or stored.get(f"{app.id}|{day}"):
         out.append((f"{app.id}|{day}", {"app": app.id, "cohort": day, "size": size, "ub_asof": day}))
     for cohort in cohorts:
         doc = stored.get(f"{app.id}|{cohort}")
-        if doc is None:  # nobody was new that day
+        if doc is None or not doc.get("size"):  # nobody was new that day
             continue
         fields: dict[str, Any] = {f"classic.{n}": k for n, k in classic.get(cohort, {}).items()}
         if doc.get("ub_asof", "") < day:
@@ -200,6 +279,20 @@ def retention_day_job(store: AnalyticsStore, app: App, day: str, fence: int) -> 
             fields["ub_asof"] = day
         out.append((f"{app.id}|{cohort}", fields))
     _write(store, "retention", out, fence)
+    _active_retention_day(store, app, day, [r.get("win", 0) for r in rows], fence)
+
+
+def _active_retention_day(store: AnalyticsStore, app: App, day: str, wins: list[int], fence: int) -> None:
+    """Devices active on ``day`` (the cohort of ``day``, its size) and, for each N, how many of those
+    active on ``day − N`` are active again on ``day`` (absolute counts, so a rerun rewrites them)."""
+    first = store.state("rollup", app.id).get("first") or day
+    counts = active_retention_day(wins)
+    out = [(f"{app.id}|{day}", {"app": app.id, "cohort": day, "size": len(wins)})]
+    for n, k in counts.items():
+        cohort = dd.shift(day, -n)
+        if cohort >= first:
+            out.append((f"{app.id}|{cohort}", {"app": app.id, "cohort": cohort, f"counts.{n}": k}))
+    _write(store, "active_retention", out, fence)
 
 
 # --- purge

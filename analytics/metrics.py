@@ -10,13 +10,18 @@ which ``device_day`` keeps. Every later metric follows from ``device_day`` alone
   so WAU(D) = WAU(D−1) + entering − leaving, and the same with 30 for MAU;
 * classic retention R_N(C) on day D = C+N: active on D with ``first`` = C;
 * unbounded retention: a device active on D after ``prev`` now has its last active day at D, so for
-  its cohort C it newly counts for every N with prev < C+N ≤ D.
+  its cohort C it newly counts for every N with prev < C+N ≤ D;
+* active-user retention AR_N(C) on day D = C+N: active on D and on C, read from the 31-day activity
+  window ``win`` each device_day row carries (bit 30−N = active on D−N).
+
+A day's raw events are read once (:func:`summarize`); the breakdowns, registered users and custom
+sums come from that summary, so they cost what the day's volume costs.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import ceil
 from typing import Any, Iterable
 
@@ -64,6 +69,114 @@ class Activity:
         return dd.shift(self.first, below.bit_length() - 1) if below else None
 
 
+    def window(self, day: str) -> int:
+        """Activity over the 31 days ending ``day``: bit 30−k set = active on ``day − k``."""
+        offset = dd.between(self.first, day)
+        bits = self.bits & ((1 << (offset + 1)) - 1) if offset >= 0 else 0
+        return (bits >> (offset - WINDOW) if offset >= WINDOW else bits << (WINDOW - offset)) & ((1 << (WINDOW + 1)) - 1)
+
+
+WINDOW = 30  # days of activity before a day that its device_day rows carry (the longest retention N)
+DIMS = (("channel", "ch"), ("platform", "pf"), ("version", "ver"))
+
+
+@dataclass
+class DaySummary:
+    """One local day's raw events, reduced: what every per-day metric needs, nothing per event."""
+
+    totals: dict[str, tuple[int, int]] = field(default_factory=dict)  # dev -> (opens, usage ms)
+    first_event: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # dev -> (ch, pf, ver) of its first event
+    dims: dict[str, dict[str, tuple[int, set[str]]]] = field(default_factory=dict)  # dim -> value -> (launches, devices)
+    uids: set[str] = field(default_factory=set)
+    custom: dict[str, dict[str, Any]] = field(default_factory=dict)  # counter name -> sums
+
+
+def summarize(events: Iterable[dict[str, Any]], counters: dict[str, str]) -> DaySummary:
+    """Reduce a day's events (stored documents). ``counters``: declared counter name -> type; custom
+    events of a counter no longer declared still count as activity but are not summed."""
+    out = DaySummary(dims={name: {} for name, _ in DIMS})
+    opens: Counter[str] = Counter()
+    ms: Counter[str] = Counter()
+    first: dict[str, tuple[float, str, dict[str, Any]]] = {}
+    launches: dict[str, Counter[str]] = {name: Counter() for name, _ in DIMS}
+    devs: dict[str, dict[str, set[str]]] = {name: defaultdict(set) for name, _ in DIMS}
+    for e in events:
+        dev, kind = e["dev"], e["type"]
+        ms[dev] += round(e.get("sec", 0.0) * 1000)
+        if kind == "open":
+            opens[dev] += 1
+        key = (e["ts"], e["_id"])
+        if dev not in first or key < first[dev][:2]:
+            first[dev] = (*key, e)
+        for name, f in DIMS:
+            value = e.get(f, "")
+            devs[name][value].add(dev)
+            if kind == "open":
+                launches[name][value] += 1
+        if e.get("uid"):
+            out.uids.add(e["uid"])
+        if kind == "custom" and e.get("name") in counters:
+            _add_custom(out.custom, counters[e["name"]], e)
+    out.totals = {dev: (opens[dev], ms[dev]) for dev in ms}
+    out.first_event = {dev: tuple(f[2].get(k, "") for _, k in DIMS) for dev, f in first.items()}
+    out.dims = {name: {v: (launches[name][v], ds) for v, ds in devs[name].items()} for name, _ in DIMS}
+    return out
+
+
+def _add_custom(sums: dict[str, dict[str, Any]], kind: str, e: dict[str, Any]) -> None:
+    c = sums.setdefault(e["name"], {"type": kind, "total": 0})
+    amount = int(e.get("amt", 0))
+    c["total"] += amount
+    if kind == "slot":
+        slots = c.setdefault("slots", {})
+        slots[e.get("slot", "")] = slots.get(e.get("slot", ""), 0) + amount
+    elif kind == "cpv":
+        by = c.setdefault("by", {name: {} for name, _ in DIMS})
+        for name, f in DIMS:
+            by[name][e.get(f, "")] = by[name].get(e.get(f, ""), 0) + amount
+
+
+def top_values(counts: dict[str, dict[str, int]], n: int, order: str = "dau") -> tuple[list[dict[str, Any]], dict[str, int] | None]:
+    """The ``n`` values with the most ``order`` (ties by value), as rows, and the rest summed as
+    "other" (None when nothing is left over). Rows are lists, not maps: values may contain dots."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1][order], kv[0]))
+    kept = [{"value": v, **c} for v, c in ranked[:n]]
+    rest = ranked[n:]
+    if not rest:
+        return kept, None
+    other = {k: sum(c[k] for _, c in rest) for k in rest[0][1]}
+    return kept, {**other, "values": len(rest)}
+
+
+def breakdowns(summary: DaySummary, new: set[str], n: int) -> dict[str, dict[str, Any]]:
+    """Per dimension: launches, DAU and new devices of each value (top ``n``, the rest as other).
+    A device counts under every value it used that day; a new device only under its first event's."""
+    out = {}
+    for i, (name, _) in enumerate(DIMS):
+        new_by: Counter[str] = Counter(summary.first_event[dev][i] for dev in new)
+        counts = {v: {"launches": launches, "dau": len(ds), "new": new_by.get(v, 0)}
+                  for v, (launches, ds) in summary.dims[name].items()}
+        rows, other = top_values(counts, n)
+        out[name] = {"values": rows, "other": other}
+    return out
+
+
+def custom_rows(custom: dict[str, dict[str, Any]], n: int) -> dict[str, dict[str, Any]]:
+    """Custom sums as stored: cpv values as bounded rows like the breakdowns."""
+    out = {}
+    for name, c in custom.items():
+        row = {"type": c["type"], "total": c["total"]}
+        if "slots" in c:
+            row["slots"] = dict(sorted(c["slots"].items()))
+        if "by" in c:
+            row["by"] = {}
+            for dim, values in c["by"].items():
+                rows, other = top_values({v: {"amount": a} for v, a in values.items()}, n, "amount")
+                row["by"][dim] = {"values": rows, "other": other}
+        out[name] = row
+    return out
+
+
 def roll_day(app: str, day: str, totals: dict[str, tuple[int, int]], known: dict[str, dict[str, Any]]):
     """One day's rollup from the day's per-device totals and the devices' stored activity.
 
@@ -80,7 +193,7 @@ def roll_day(app: str, day: str, totals: dict[str, tuple[int, int]], known: dict
         launches += opens
         usage += ms
         day_rows.append((f"{app}|{day}|{dev}", {"app": app, "day": day, "dev": dev, "opens": opens, "usage_ms": ms,
-                                                "first": now.first, "prev": prev}))
+                                                "first": now.first, "prev": prev, "win": now.window(day)}))
         dev_rows.append((key, {"app": app, "dev": dev, **now.fields()}))
     daily = {"app": app, "day": day, "launches": launches, "dau": len(totals), "new": new,
              "returning": len(totals) - new, "usage_ms": usage}
@@ -153,3 +266,13 @@ def retention_day(day: str, rows: Iterable[tuple[str, str | None]]):
                 delta[first][n] += 1
     classic = {dd.shift(day, -n): {n: by_first.get(dd.shift(day, -n), 0)} for n in RETENTION_DAYS}
     return size, classic, {c: dict(v) for c, v in delta.items()}
+
+
+def active_retention_day(wins: Iterable[int]) -> dict[int, int]:
+    """What day D adds to active-user retention: for each N, the devices active on D and on D−N."""
+    counts = Counter()
+    for win in wins:
+        for n in RETENTION_DAYS:
+            if win >> (WINDOW - n) & 1:
+                counts[n] += 1
+    return {n: counts.get(n, 0) for n in RETENTION_DAYS}

@@ -41,6 +41,9 @@ INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict]]] = {
     "active_users": [([("app", 1), ("day", 1)], {})],
     "usage": [([("app", 1), ("day", 1)], {})],
     "retention": [([("app", 1), ("cohort", 1)], {})],
+    "active_retention": [([("app", 1), ("cohort", 1)], {})],
+    "breakdowns": [([("app", 1), ("day", 1)], {})],
+    "custom": [([("app", 1), ("day", 1)], {})],
     "rebuilds": [([("app", 1)], {})],
 }
 
@@ -200,6 +203,12 @@ class AnalyticsStore:
         with mapped("event aggregation"):
             return {r["_id"]: (int(r["opens"]), int(r["ms"])) for r in self.db.events.aggregate(pipeline)}
 
+    def day_events(self, app: str, day: str) -> list[dict[str, Any]]:
+        """The raw events of a local day, with the fields the rollup reads."""
+        fields = {"dev": 1, "type": 1, "ts": 1, "sec": 1, "ch": 1, "pf": 1, "ver": 1, "uid": 1, "name": 1, "amt": 1, "slot": 1}
+        with mapped("event read"):
+            return list(self.db.events.find({"app": app, "day": day}, fields))
+
     def purge_events(self, app: str, before: str) -> int:
         with mapped("event purge"):
             return self.db.events.delete_many({"app": app, "day": {"$lt": before}}).deleted_count
@@ -296,6 +305,10 @@ class AnalyticsStore:
     def one(self, coll: str, _id: str) -> dict[str, Any] | None:
         with mapped(f"{coll} read"):
             return self.db[coll].find_one({"_id": _id})
+
+    def ids(self, coll: str, query: dict[str, Any]) -> list[str]:
+        with mapped(f"{coll} read"):
+            return [d["_id"] for d in self.db[coll].find(query, {"_id": 1})]
 
     def count(self, coll: str, query: dict[str, Any]) -> int:
         with mapped(f"{coll} count"):

@@ -24,12 +24,12 @@ def stored(world: World) -> dict:
     """The jobs' results, in the oracle's shape."""
     app = world.app.id
     db = world.store.db
-    drop = {"_id", "app", "day", "fence", "final", "cohort", "ub_asof"}
+    drop = {"_id", "app", "day", "fence", "final", "cohort", "ub_asof", "users_active", "users_new", "users_total"}
     out = {"daily": {}, "active": {}, "usage": {}, "retention": {}}
     for coll, key in (("daily_metrics", "daily"), ("active_users", "active"), ("usage", "usage")):
         for d in db[coll].find({"app": app}):
             out[key][d["day"]] = {k: v for k, v in d.items() if k not in drop}
-    for d in db.retention.find({"app": app}):
+    for d in db.retention.find({"app": app, "size": {"$gt": 0}}):
         out["retention"][d["cohort"]] = {"size": d["size"], "classic": d.get("classic", {}), "unbounded": d.get("unbounded", {})}
     return out
 
