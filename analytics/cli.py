@@ -14,6 +14,8 @@ import typer
 from etcdcron.cliopts import configured
 from etcdcron.config import Config
 
+from .errors import InvalidApp
+
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 AppRef = Annotated[str, typer.Option("--app", help="app id or name")]
 
@@ -110,16 +112,44 @@ def register(app: typer.Typer) -> None:
         _out(summary, as_json, f"seeded {summary['events']} events of {summary['devices']} devices, "
                                f"{summary['first']} to {summary['last']} ({target.tz})")
 
+    @analytics.command("rebuild")
+    @configured("mongo")
+    def rebuild_cmd(
+        app_ref: AppRef,
+        since: Annotated[str | None, typer.Option("--from", help="first day to rebuild, YYYY-MM-DD (default: the app's first day)")] = None,
+        as_json: Json = False, cfg: Config = None,
+    ) -> None:
+        """Ask the next rollup to build the app's days again from a day (and the jobs after it to follow)."""
+        from . import days as dd  # noqa: PLC0415
+
+        if since is not None:
+            try:
+                dd.to_date(since)
+            except (ValueError, TypeError):
+                raise InvalidApp(f"bad --from {since!r}: must be a day, YYYY-MM-DD") from None
+        with _store(cfg["mongo.uri"]) as store:
+            target = store.app(app_ref)
+            day = since or store.first_event_day(target.id)
+            if day is None:
+                raise InvalidApp(f"app {target.name!r} has no events: nothing to rebuild")
+            store.mark_rebuild(target.id, day)
+        _out({"app": target.name, "from": day}, as_json,
+             f"the next rollup of {target.name} rebuilds its days from {day}; the jobs after it follow")
+
     @analytics.command("report")
     @configured("mongo")
     def report_cmd(
         app_ref: AppRef,
         days: Annotated[int, typer.Option("--days", min=1, max=400, help="how many recent days")] = 14,
+        by: Annotated[str | None, typer.Option("--by", help="also break launches, DAU and new devices down by "
+                                                               "channel, platform or version")] = None,
         as_json: Json = False, cfg: Config = None,
     ) -> None:
-        """Daily metrics, usage and retention of an app, as tables."""
-        from .report import collect as gather, render  # noqa: PLC0415
+        """Daily metrics, usage, registered users, retention, custom counters and the trend of an app."""
+        from .report import BY, collect as gather, render  # noqa: PLC0415
 
+        if by is not None and by not in BY:
+            raise InvalidApp(f"bad --by {by!r}: must be channel, platform or version")
         with _store(cfg["mongo.uri"]) as store:
-            data = gather(store, store.app(app_ref), days)
+            data = gather(store, store.app(app_ref), days, by=by)
         _out(data, as_json, render(data))

@@ -11,7 +11,7 @@ from etcdcron.analytics import jobs
 from etcdcron.analytics.errors import InvalidApp
 from etcdcron.executor import RunContext
 
-from .simulate import JOBS, World, events, midnight
+from .simulate import COUNTERS, JOBS, World, events, midnight
 
 TZ = "America/St_Johns"  # UTC-03:30 / -02:30
 START = date(2025, 3, 1)
@@ -21,7 +21,7 @@ DAYS = 12
 @pytest.fixture
 def world(astore, mongo_uri) -> World:
     """An app with 12 days of events, every job run once at 03:00 after the last day (all final)."""
-    w = World.make(astore, mongo_uri, TZ, events(7, TZ, START, DAYS, 40), seed=7)
+    w = World.make(astore, mongo_uri, TZ, events(7, TZ, START, DAYS, 40, rich=True), seed=7, counters=COUNTERS)
     w.deliver(float("inf"))
     w.now = midnight(START + timedelta(days=DAYS), TZ) + 3 * 3600
     w.run_all(w.now)

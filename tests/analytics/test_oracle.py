@@ -8,8 +8,11 @@ from datetime import date, timedelta
 
 import pytest
 
-from .oracle import compute
-from .simulate import World, events, midnight
+from etcdcron.analytics import report
+from etcdcron.analytics.events import Event
+
+from .oracle import compute, compute_extra, top_n, trend as oracle_trend
+from .simulate import COUNTERS, World, events, midnight
 
 CASES = [
     (1, "Asia/Kolkata", date(2024, 3, 1)),
@@ -57,3 +60,141 @@ def test_jobs_equal_the_oracle(astore, mongo_uri, seed, tz, start):
             assert got[part][day] == want[part][day], f"{part} {day}"
     assert all(d["final"] for d in astore.db.daily_metrics.find({"app": world.app.id}))
     assert any(v["classic"].get("30") for v in want["retention"].values()), "no 30-day retention exercised"
+
+
+# --- issue 12: breakdowns, registered users, active-user retention, custom counters, trend, rebuilds
+
+EXTRA = [
+    (5, "America/New_York", date(2024, 10, 15)),  # fall back on 2024-11-03
+    (6, "Asia/Kolkata", date(2024, 3, 1)),
+]
+
+
+def _rows(block: dict) -> tuple[list, dict | None]:
+    """A stored breakdown ({values: [{value, …}], other}) in top_n's shape."""
+    kept = [(r["value"], {k: v for k, v in r.items() if k != "value"}) for r in block["values"]]
+    return kept, block["other"]
+
+
+def stored_extra(world: World) -> dict:
+    db, app = world.store.db, world.app.id
+    out: dict = {"breakdowns": {}, "users": {}, "active_retention": {}, "custom": {}}
+    for d in db.breakdowns.find({"app": app}):
+        if d["values"]:
+            out["breakdowns"].setdefault(d["day"], {})[d["dim"]] = _rows(d)
+    for d in db.daily_metrics.find({"app": app}):
+        out["users"][d["day"]] = {"active": d["users_active"], "new": d["users_new"], "total": d["users_total"]}
+    for d in db.active_retention.find({"app": app, "size": {"$gt": 0}}):
+        out["active_retention"][d["cohort"]] = {"size": d["size"], "counts": d.get("counts", {})}
+    for d in db.custom.find({"app": app}):
+        row = {"total": d["total"]}
+        if "slots" in d:
+            row["slots"] = d["slots"]
+        if "by" in d:
+            row["by"] = {dim: _rows(b) for dim, b in d["by"].items()}
+        out["custom"].setdefault(d["day"], {})[d["name"]] = row
+    return out
+
+
+def _expected_custom(want: dict, top: int) -> dict:
+    """The oracle's custom sums with cpv values bounded like the store's (top N by amount, then value)."""
+    out = {}
+    for day, per in want.items():
+        out[day] = {}
+        for name, c in per.items():
+            row = dict(c)
+            if "by" in c:
+                row["by"] = {}
+                for dim, values in c["by"].items():
+                    ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+                    rest = ranked[top:]
+                    row["by"][dim] = ([(v, {"amount": a}) for v, a in ranked[:top]],
+                                      {"amount": sum(a for _, a in rest), "values": len(rest)} if rest else None)
+            out[day][name] = row
+    return out
+
+
+def _compare_extra(world: World, raw: list[dict], tz: str, last: date, top: int) -> None:
+    want = compute_extra(raw, tz, last, COUNTERS)
+    got = stored_extra(world)
+    assert set(got["breakdowns"]) == set(want["breakdowns"])
+    for day, dims in want["breakdowns"].items():
+        for dim, values in dims.items():
+            assert got["breakdowns"][day][dim] == top_n(values, top), f"breakdown {dim} {day}"
+    assert got["users"] == want["users"]
+    assert got["active_retention"] == want["active_retention"]
+    assert got["custom"] == _expected_custom(want["custom"], top)
+    base = compute(raw, tz, last)
+    marks = {kind: world.store.state(kind, world.app.id).get("final" if kind == "rollup" else "done")
+             for kind in ("rollup", "active_users", "retention", "usage")}
+    assert marks["rollup"] == marks["retention"] == last.isoformat()
+    got_trend = report.trend(world.store, world.app, marks)
+    want_trend = oracle_trend(base["daily"], base["retention"], last)
+    for part in ("current", "previous"):
+        assert {k: got_trend[part][k] for k in want_trend[part]} == want_trend[part], part
+
+
+def _final_run(world: World, start: date, days: int, tz: str) -> date:
+    last = start + timedelta(days=days - 1)
+    world.deliver(float("inf"))
+    world.run_all(midnight(last + timedelta(days=1), tz) + 3 * 3600)
+    return last
+
+
+@pytest.mark.parametrize("seed,tz,start", EXTRA, ids=[c[1] for c in EXTRA])
+@pytest.mark.parametrize("top", [20, 2])
+def test_new_metrics_equal_the_oracle(astore, mongo_uri, seed, tz, start, top):
+    """Breakdowns (top N and other), registered users, active-user retention, custom counters and the
+    trend, built by the jobs run as in production, equal the oracle's; a device with two versions on
+    one day counts under each, a new device only under its first event's."""
+    raw = events(seed, tz, start, DAYS, 60, rich=True)
+    world = World.make(astore, mongo_uri, tz, raw, seed, counters=COUNTERS)
+    world.app = astore.update_app(world.app.id, {"top": top})
+    for k in range(1, DAYS + 1):
+        at = midnight(start + timedelta(days=k), tz) + 3 * 3600
+        world.deliver(at)
+        world.run("rollup", at)
+        if k % 5 == 0:
+            world.run_all(at)
+    last = _final_run(world, start, DAYS, tz)
+    _compare_extra(world, raw, tz, last, top)
+    two = compute_extra(raw, tz, last, COUNTERS)["breakdowns"]
+    assert any(len(v["version"]) > top for v in two.values()) or top == 20
+    assert any(v["new"] != v["dau"] for d in two.values() for v in d["version"].values()), "no returning device"
+    before = world.snapshot(keep_fence=False)
+    world.run_all(midnight(last + timedelta(days=1), tz) + 3 * 3600)
+    assert world.snapshot(keep_fence=False) == {k: v for k, v in before.items()}, "a rerun changed something"
+
+
+@pytest.mark.parametrize("seed,tz,start", EXTRA, ids=[c[1] for c in EXTRA])
+def test_history_stored_into_final_days_is_rebuilt(astore, mongo_uri, seed, tz, start):
+    """Events of final days stored afterwards (an import) and a rebuild request: every metric — the
+    days, WAU/MAU windows, retention cohorts and their later days, usage, and all of issue 12's —
+    equals the oracle over all the events again; a rerun changes nothing."""
+    raw = events(seed, tz, start, DAYS, 60, rich=True)
+    cut_lo, cut_hi = midnight(start + timedelta(days=8), tz), midnight(start + timedelta(days=15), tz)
+    late = [e for e in raw if cut_lo <= e["ts"] < cut_hi and int(e["dev"].rsplit("-", 1)[1]) % 2 == 0]
+    assert len(late) > 20
+    held = {e["id"] for e in late}
+    world = World.make(astore, mongo_uri, tz, [e for e in raw if e["id"] not in held], seed, counters=COUNTERS)
+    last = _final_run(world, start, DAYS, tz)
+    first_seen = {}
+    for e in raw:
+        first_seen[e["dev"]] = min(first_seen.get(e["dev"], e["ts"]), e["ts"])
+    assert any(first_seen[e["dev"]] == e["ts"] for e in late), "no device's first day moves earlier"
+    docs = [Event(id=e["id"], type=e["type"], dev=e["dev"], ts=e["ts"], sec=e["sec"], ch=e.get("ch", ""),
+                  pf=e.get("pf", ""), ver=e.get("ver", ""), uid=e.get("uid") or None, name=e.get("name", ""),
+                  amt=e.get("amt", 0), slot=e.get("slot", "")).doc(world.app) for e in late]
+    astore.insert_events(docs)
+    astore.mark_rebuild(world.app.id, min(d["day"] for d in docs))
+    world.run_all(midnight(last + timedelta(days=1), tz) + 3 * 3600)
+    assert astore.rebuilds(world.app.id) == []
+    want, got = compute(raw, tz, last), stored(world)
+    for part in ("daily", "active", "usage", "retention"):
+        assert set(got[part]) == set(want[part]), part
+        for day in want[part]:
+            assert got[part][day] == want[part][day], f"{part} {day}"
+    _compare_extra(world, raw, tz, last, world.app.top)
+    before = world.snapshot(keep_fence=False)
+    world.run_all(midnight(last + timedelta(days=1), tz) + 3 * 3600)
+    assert world.snapshot(keep_fence=False) == before
