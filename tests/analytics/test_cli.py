@@ -47,6 +47,10 @@ def test_apps_create_prints_id_and_key_and_ls_lists_it(mongo_uri, astore):
     (["analytics", "report", "--app", "ghost"], "unknown app 'ghost'"),
     (["analytics", "seed", "--app", "ghost", "--devices", "5", "--days", "2"], "unknown app 'ghost'"),
     (["analytics", "seed", "--app", "taken", "--days", "0"], "--days"),
+    (["analytics", "report", "--app", "taken", "--by", "country"], "--by"),
+    (["analytics", "rebuild", "--app", "taken", "--from", "2024-13-01"], "--from"),
+    (["analytics", "rebuild", "--app", "taken"], "no events"),
+    (["analytics", "rebuild", "--app", "ghost"], "unknown app 'ghost'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(mongo_uri, astore, args, needle):
     """Bad zone, name, grace, a taken name, an unknown app: one line naming it, exit 2, nothing written."""
@@ -92,6 +96,37 @@ def test_seed_then_jobs_then_report(mongo_uri, astore):
     assert text.returncode == 0 and "LAUNCHES" in text.stdout and "classic retention" in text.stdout
     again = cli(mongo_uri, "analytics", "seed", "--app", "demo", "--devices", "5", "--days", "3")
     assert again.returncode == 2 and "rolled up through" in again.stderr
+
+
+def test_default_report_shows_day_30_retention_breakdowns_and_trend(mongo_uri, astore):
+    """The default 14-day report shows cohorts whose D14 and D30 fall in its days (the cohorts from 30
+    days before it), `--by version` the breakdown, and the trend; `analytics rebuild` asks for a rebuild."""
+    assert cli(mongo_uri, "apps", "create", "deep", "--tz", "Europe/Lisbon").returncode == 0
+    assert cli(mongo_uri, "analytics", "seed", "--app", "deep", "--devices", "150", "--days", "45").returncode == 0
+    app = astore.app("deep")
+    now = int(time.time())
+    for fence, fn in enumerate((jobs.rollup, jobs.active_users, jobs.retention, jobs.usage), start=1):
+        fn(RunContext(fn.__name__, now, "test", fence, 1, {"app": "deep"}, mongo_uri))
+    data = json.loads(cli(mongo_uri, "analytics", "report", "--app", "deep", "--by", "version", "--json").stdout)
+    assert len(data["days"]) == 14
+    assert any(c["classic"]["30"] is not None for c in data["retention"]), "no cohort shows D30"
+    assert any(c["unbounded"]["14"] is not None and c["cohort"] < data["first"] for c in data["retention"])
+    assert any(c["share"]["30"] is not None for c in data["active_retention"])
+    versions = {r["value"] for b in data["breakdown"].values() for r in b["values"]}
+    assert len(versions) >= 2 and data["by"] == "version"
+    day = next(d for d in data["days"] if d["dau"])
+    assert sum(r["dau"] for r in data["breakdown"][day["day"]]["values"]) >= day["dau"]
+    assert sum(r["launches"] for r in data["breakdown"][day["day"]]["values"]) == day["launches"]
+    t = data["trend"]
+    assert t["current"]["last"] == data["done_through"]["rollup"]
+    window = [d for d in data["days"] if t["current"]["first"] <= d["day"] <= t["current"]["last"]]
+    assert len(window) == 7 and t["current"]["new"] == sum(d["new"] for d in window) > 0
+    assert t["current"]["active"] > 0 and t["previous"]["active"] > 0
+    text = cli(mongo_uri, "analytics", "report", "--app", "deep", "--by", "version")
+    assert text.returncode == 0 and "by version" in text.stdout and "trend:" in text.stdout
+    assert "active-user retention" in text.stdout and "registered users" in text.stdout
+    r = cli(mongo_uri, "analytics", "rebuild", "--app", "deep", "--from", "2020-01-01")
+    assert r.returncode == 0 and astore.rebuilds(app.id)[0][1] == "2020-01-01"
 
 
 def test_collect_serves_the_client_api(mongo_uri, astore, tmp_path):
