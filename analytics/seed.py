@@ -3,7 +3,8 @@
 A realistic shape at any size: devices arrive over the period (a launch burst first), each with its
 own engagement and a power-law decay of the chance to come back; an active day has one to a few
 sessions at evening-heavy local hours of the app's zone, each an openApp and, when it ends, a
-usageTime with a log-normal duration. Devices keep a platform and a matching store channel and move
+usageTime with a log-normal duration; 40 % of devices sign in (a userId on their events from then on)
+and every declared custom counter gets an event in about a third of the sessions. Devices keep a platform and a matching store channel and move
 to newer versions as they are released. Events reach the insert path in order of arrival, each
 arriving shortly after it happened, a few up to an hour later (an offline phone), never after the
 grace window.
@@ -68,14 +69,25 @@ def day_events(rnd: random.Random, app: App, devs: list[Device], k: int, day: st
         if age < 0 or (age > 0 and rnd.random() > (0.1 + 0.9 * dev.engagement) * (1 + age) ** -0.6):
             continue
         ver = _version(dev, k, n_days)
+        # Accounts and custom events draw from the device's own generator, so the sessions of a
+        # seed stay what they were: 40 % of devices log in, some days after their first launch.
+        extra = random.Random(f"{dev.id}|{k}")
+        signs_in = random.Random(dev.id)
+        uid = f"u-{dev.id}" if signs_in.random() < 0.4 and age >= signs_in.randrange(6) else None
         for _ in range(1 + int(rnd.expovariate(1.3))):
             hour = rnd.choices(range(24), weights=HOURS)[0]
             opened = min(end - 1, start + hour * 3600 + rnd.uniform(0, 3600))
             seconds = round(min(rnd.lognormvariate(4.6, 1.1), 4 * 3600), 3)
             ended = opened + seconds
             delay = rnd.uniform(0.5, 30) if rnd.random() < 0.97 else rnd.uniform(60, min(3600, app.grace / 2))
-            common = {"dev": dev.id, "ch": dev.channel, "pf": dev.platform, "ver": ver}
+            common = {"dev": dev.id, "ch": dev.channel, "pf": dev.platform, "ver": ver, "uid": uid}
             out.append((opened + rnd.uniform(0.05, 2), Event(id=f"s{next(seq)}", type="open", ts=int(opened), **common)))
+            for counter in app.counters:
+                if extra.random() < 0.3:
+                    slot = extra.choice(counter.slots) if counter.type == "slot" else ""
+                    at = min(end - 1, opened + extra.uniform(1, 120))
+                    out.append((at + 1, Event(id=f"s{next(seq)}", type="custom", ts=int(at), name=counter.name,
+                                              amt=extra.randint(1, 5), slot=slot, **common)))
             if ended < end:  # a session running past midnight reports its time with the next day's launch
                 out.append((ended + delay, Event(id=f"s{next(seq)}", type="usage", ts=int(ended), sec=seconds, **common)))
     # What would arrive after the grace window is lost, as it would be from a real client.
