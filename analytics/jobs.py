@@ -132,14 +132,18 @@ def _users_day(store: AnalyticsStore, app: App, day: str, uids: set[str], fence:
     """Registered users of ``day``: active, new (first seen on ``day``) and the total so far. A user's
     first day is the earliest rolled up; days are rolled in order, so the total is yesterday's plus today's new."""
     known = store.by_ids("users", [f"{app.id}|{u}" for u in uids], {"first": 1})
-    rows, new = [], 0
+    seen, moved, new = [], [], 0
     for uid in sorted(uids):
         doc = known.get(f"{app.id}|{uid}")
         first = min(doc["first"], day) if doc else day
         new += first == day
-        if doc is None or doc["first"] != first:
-            rows.append((f"{app.id}|{uid}", {"app": app.id, "uid": uid, "first": first}))
-    _write(store, "users", rows, fence)
+        row = (f"{app.id}|{uid}", {"app": app.id, "uid": uid, "first": first})
+        if doc is None:
+            seen.append(row)
+        elif doc["first"] != first:
+            moved.append(row)
+    _write(store, "users", seen, fence, insert_first=True)
+    _write(store, "users", moved, fence)
     before = store.one("daily_metrics", f"{app.id}|{dd.shift(day, -1)}") or {}
     return {"users_active": len(uids), "users_new": new, "users_total": before.get("users_total", 0) + new}
 

@@ -107,11 +107,24 @@ def ingest(uri: str, tmp: Path, n_events: int, batch: int, senders: int) -> dict
         store.close()
 
 
-STEPS = {"device_totals": "events", "by_ids": "device_reads", "fenced_set": "writes"}
+STEPS = {"day_events": "events", "by_ids": "reads", "fenced_set": "writes"}
+# The issue 12 parts of a rollup, timed as wholes (their reads and writes are also in the steps above).
+PARTS = {"breakdowns": "breakdowns", "custom_rows": "custom", "_users_day": "users", "summarize": "summarize"}
 
 
 def _timed(steps: dict[str, float]) -> None:
-    """Charge the time of the rollup's store calls to its steps (writes by collection)."""
+    """Charge the time of the rollup's store calls to its steps (reads and writes by collection)."""
+    for name, part in PARTS.items():
+        inner = getattr(jobs, name)
+
+        def timed(*a, _inner=inner, _part=part, **k):
+            t0 = time.perf_counter()
+            try:
+                return _inner(*a, **k)
+            finally:
+                steps[f"part:{_part}"] += time.perf_counter() - t0
+
+        setattr(jobs, name, timed)
     for name, step in STEPS.items():
         inner = getattr(AnalyticsStore, name)
 
@@ -120,7 +133,7 @@ def _timed(steps: dict[str, float]) -> None:
             try:
                 return _inner(self, *a, **k)
             finally:
-                key = f"{_step}:{a[0]}" if _step == "writes" else _step
+                key = f"{_step}:{a[0]}" if _step in ("writes", "reads") else _step
                 steps[key] += time.perf_counter() - t0
 
         setattr(AnalyticsStore, name, wrapper)
@@ -134,11 +147,18 @@ def _slope(ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
+CHANNELS = ("appstore", "googleplay", "huawei", "xiaomi", "apk-web", "testflight")
+VERSIONS = ("2.3.0", "2.4.0", "2.4.1", "2.5.0", "2.6.0")
+
+
 def rollup(uri: str, n_days: int, daily: int, dau: int) -> dict:
     steps: dict[str, float] = defaultdict(float)
     _timed(steps)
     store = AnalyticsStore(uri)
     app = store.create_app(App.new("bench-rollup", "America/Sao_Paulo"))
+    app = store.update_app(app.id, {"counters": {"coins": {"type": "sum", "slots": []},
+                                                 "taps": {"type": "slot", "slots": ["a", "b", "c"]},
+                                                 "buys": {"type": "cpv", "slots": []}}})
     rnd = random.Random(2)
     first = dd.shift(dd.day_of(time.time(), app.tz), -n_days - 1)
     population: list[str] = []
@@ -154,8 +174,17 @@ def rollup(uri: str, n_days: int, daily: int, dau: int) -> dict:
         for dev in active:
             for j in range(per_device):
                 ts = rnd.uniform(start, end - 1)
+                h = int(dev[1:])
                 ev = Event(id=f"{day}-{dev}-{j}", type="open" if j % 2 == 0 else "usage", dev=dev, ts=ts,
-                           sec=0.0 if j % 2 == 0 else round(rnd.uniform(1, 900), 3), ch="appstore", pf="ios", ver="1")
+                           sec=0.0 if j % 2 == 0 else round(rnd.uniform(1, 900), 3), ch=CHANNELS[h % len(CHANNELS)],
+                           pf="ios" if h % 9 < 4 else "android", ver=VERSIONS[(h + k) // 7 % len(VERSIONS)],
+                           uid=f"u{h}" if h % 5 < 2 else None)
+                docs.append(ev.doc(app))
+            if h % 3 == 0:  # a third of the devices send one custom event a day
+                name = ("coins", "taps", "buys")[h % 9 // 3]
+                ev = Event(id=f"{day}-{dev}-c", type="custom", dev=dev, ts=rnd.uniform(start, end - 1), name=name,
+                           amt=1 + h % 4, slot="abc"[h % 3] if name == "taps" else "", ch=CHANNELS[h % len(CHANNELS)],
+                           pf="ios" if h % 9 < 4 else "android", ver=VERSIONS[(h + k) // 7 % len(VERSIONS)])
                 docs.append(ev.doc(app))
         for i in range(0, len(docs), 5000):
             store.insert_events(docs[i:i + 5000])
@@ -168,16 +197,27 @@ def rollup(uri: str, n_days: int, daily: int, dau: int) -> dict:
         assert out["apps"][app.name]["days"] == [day], out
         print(f"  day {k + 1:>2} {day}: {len(docs)} events, {len(active)} devices ({back} returning), "
               f"history {len(population)} devices, rollup {times[-1]:.3f} s", file=sys.stderr, flush=True)
+    total = store.count_events(app.id)
     store.close()
-    total = len(times) * per_device * dau
-    return {"days": n_days, "events_per_day": per_device * dau, "dau": dau, "devices_total": len(population),
+    return {"days": n_days, "events_per_day": round(total / n_days), "dau": dau, "devices_total": len(population),
             "rollup_s_day1": round(times[0], 3), f"rollup_s_day{n_days}": round(times[-1], 3),
             "ratio_last_over_first": round(times[-1] / times[0], 2),
             "ratio_median_last5_over_first5": round(statistics.median(times[-5:]) / statistics.median(times[:5]), 2),
             f"ratio_day{n_days}_over_day2": round(times[-1] / times[1], 2),
             "slope_days2_to_last_pct_per_day": round(100 * _slope(times[1:]) / statistics.mean(times[1:]), 2),
             "events_per_s": round(total / sum(times)), "steps_day1": split[0], f"steps_day{n_days}": split[-1],
+            "issue12_parts_share_of_rollup_median": _shares(split, times),
             "per_day_s": [round(t, 3) for t in times]}
+
+
+def _shares(split: list[dict[str, float]], times: list[float]) -> dict[str, float]:
+    """Median over days of each issue-12 part's share of the day's rollup time: the breakdowns (their
+    computation and their writes), registered users (reads and writes), custom sums, and the day's
+    one read and reduction of raw events that feeds them all."""
+    parts = {"breakdowns": ("part:breakdowns", "writes:breakdowns"), "users": ("part:users",),
+             "custom": ("part:custom", "writes:custom"), "events_read": ("events",), "summarize": ("part:summarize",)}
+    return {name: round(statistics.median(sum(s.get(k, 0.0) for k in keys) / t for s, t in zip(split, times)), 3)
+            for name, keys in parts.items()}
 
 
 def main() -> int:
