@@ -4,12 +4,14 @@ events at local midnight, events arriving late within the grace window."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import json
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from etcdcron.analytics import report
-from etcdcron.analytics.events import Event
+from etcdcron.analytics.importer import import_file
 
 from .oracle import compute, compute_extra, top_n, trend as oracle_trend
 from .simulate import COUNTERS, World, events, midnight
@@ -134,6 +136,10 @@ def _compare_extra(world: World, raw: list[dict], tz: str, last: date, top: int)
         assert {k: got_trend[part][k] for k in want_trend[part]} == want_trend[part], part
 
 
+def dd_day(ts: float, tz: str) -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).date().isoformat()
+
+
 def _final_run(world: World, start: date, days: int, tz: str) -> date:
     last = start + timedelta(days=days - 1)
     world.deliver(float("inf"))
@@ -167,8 +173,8 @@ def test_new_metrics_equal_the_oracle(astore, mongo_uri, seed, tz, start, top):
 
 
 @pytest.mark.parametrize("seed,tz,start", EXTRA, ids=[c[1] for c in EXTRA])
-def test_history_stored_into_final_days_is_rebuilt(astore, mongo_uri, seed, tz, start):
-    """Events of final days stored afterwards (an import) and a rebuild request: every metric — the
+def test_history_imported_into_final_days_is_rebuilt(astore, mongo_uri, tmp_path, seed, tz, start):
+    """Events of final days imported afterwards (`analytics import`'s function): every metric — the
     days, WAU/MAU windows, retention cohorts and their later days, usage, and all of issue 12's —
     equals the oracle over all the events again; a rerun changes nothing."""
     raw = events(seed, tz, start, DAYS, 60, rich=True)
@@ -182,11 +188,17 @@ def test_history_stored_into_final_days_is_rebuilt(astore, mongo_uri, seed, tz, 
     for e in raw:
         first_seen[e["dev"]] = min(first_seen.get(e["dev"], e["ts"]), e["ts"])
     assert any(first_seen[e["dev"]] == e["ts"] for e in late), "no device's first day moves earlier"
-    docs = [Event(id=e["id"], type=e["type"], dev=e["dev"], ts=e["ts"], sec=e["sec"], ch=e.get("ch", ""),
-                  pf=e.get("pf", ""), ver=e.get("ver", ""), uid=e.get("uid") or None, name=e.get("name", ""),
-                  amt=e.get("amt", 0), slot=e.get("slot", "")).doc(world.app) for e in late]
-    astore.insert_events(docs)
-    astore.mark_rebuild(world.app.id, min(d["day"] for d in docs))
+    path = tmp_path / "late.ndjson"
+    keys = {"id": "id", "type": "type", "dev": "deviceId", "ts": "ts", "ch": "channel", "pf": "platform",
+            "ver": "version", "uid": "userId", "name": "name", "amt": "amount", "slot": "slot"}
+    with open(path, "w") as f:
+        for e in late:
+            row = {keys[k]: v for k, v in e.items() if k in keys and v not in ("", None)}
+            if e["type"] == "usage":
+                row["seconds"] = e["sec"]
+            f.write(json.dumps(row) + "\n")
+    summary = import_file(astore, world.app, path, "ndjson", now=midnight(last + timedelta(days=1), tz) + 3 * 3600)
+    assert summary["stored"] == len(late) and summary["rebuild_from"] == min(dd_day(e["ts"], tz) for e in late)
     world.run_all(midnight(last + timedelta(days=1), tz) + 3 * 3600)
     assert astore.rebuilds(world.app.id) == []
     want, got = compute(raw, tz, last), stored(world)
