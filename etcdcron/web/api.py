@@ -301,13 +301,15 @@ def create_app(body: NewApp = Depends(_body(NewApp)), c: WebContext = Depends(ct
 @router.get("/apps/{ref}/report", summary="An app's report", **allow(Role.VIEWER))
 def report(ref: str = Path(description="app id or name"),
            days: int = Query(14, ge=1, le=400, description="how many recent closed days"),
+           by: str | None = Query(None, pattern="^(channel|platform|version)$",
+                                  description="also the breakdown by channel, platform or version"),
            c: WebContext = Depends(ctx)) -> dict:
-    """Daily metrics, usage and retention of the app over the last ``days`` closed days: exactly what
-    ``etcdcron analytics report --app REF --days N --json`` prints."""
+    """Daily metrics, usage, registered users, retention, custom counters and the trend of the app over
+    the last ``days`` closed days: exactly what ``etcdcron analytics report --app REF --days N [--by B] --json`` prints."""
     from ..analytics.report import collect  # noqa: PLC0415
 
     store = c.analytics()
-    return collect(store, _app(store, ref), days)
+    return collect(store, _app(store, ref), days, by=by)
 
 
 # --- accounts -----------------------------------------------------------------------------------------

@@ -126,6 +126,7 @@ def test_malformed_requests_are_400_with_one_line(web):
         admin.get("/runs", params={"limit": 0}),
         admin.get("/runs/nightly/soon"),
         admin.get("/apps/x/report", params={"days": "many"}),
+        admin.get("/apps/x/report", params={"by": "country"}),
     ]
     for r in cases:
         assert r.status_code == 400, (r.request.url, r.text)
@@ -313,14 +314,16 @@ def test_apps_and_the_report_equal_the_cli(web, app_with_metrics):
     viewer = web.api("viewer")
     apps = viewer.get("/apps").json()["apps"]
     assert apps == json.loads(web.cli("apps", "ls", "--json").stdout) and apps[0]["name"] == "shop"
-    for ref, days in (("shop", 14), (apps[0]["id"], 5)):
+    for ref, days, by in (("shop", 14, None), (apps[0]["id"], 5, None), ("shop", 7, "version")):
         for _ in range(3):  # should the app's day turn between the two reads, read both again
-            api = viewer.get(f"/apps/{ref}/report", params={"days": days}).json()
-            cli = json.loads(web.cli("analytics", "report", "--app", ref, "--days", str(days), "--json").stdout)
+            api = viewer.get(f"/apps/{ref}/report", params={"days": days, **({"by": by} if by else {})}).json()
+            cli = json.loads(web.cli("analytics", "report", "--app", ref, "--days", str(days), "--json",
+                                     *(["--by", by] if by else [])).stdout)
             if api["last"] == cli["last"]:
                 break
         assert api == cli
         assert len(api["days"]) == days and any(d["dau"] for d in api["days"]) and api["retention"]
+        assert (by is None) == ("breakdown" not in api) and (by is None or any(api["breakdown"].values()))
 
 
 def test_apps_create(web):
