@@ -2,7 +2,7 @@
 """Analytics throughput: collector ingest rate, rollup rate, and rollup cost of day 30 against day 1.
 
     python bench/analytics_bench.py [--events 100000] [--batch 500] [--senders 8] [--import-events 100000]
-                                    [--days 30] [--daily-events 10000] [--dau 2000] [--mongo URI]
+                                    [--days 30] [--daily-events 10000] [--dau 2000] [--mongo URI] [--rev REV]
 
 MongoDB: a SecantusDB server (``secantusd-py``) started here as a separate process on a free
 loopback port with a temp data dir, unless ``--mongo`` names another server. Every process started
@@ -23,7 +23,8 @@ here is stopped here, by its PID.
    the slope of the per-day time over days 2..N shows whether it grows with history. The days carry
    channels, platforms, versions, userIds and custom events, and the issue-12 parts of each rollup
    (breakdowns, registered users, custom sums, and the one read of the day's raw events feeding them)
-   are reported as their median share of the rollup's time.
+   are reported as their median share of the rollup's time. With ``--rev``, the rollup of that git
+   revision runs over the same days (the baseline before issue 12: ``--rev 7325d4d``).
 """
 
 from __future__ import annotations
@@ -113,13 +114,19 @@ def ingest(uri: str, tmp: Path, n_events: int, batch: int, senders: int) -> dict
         store.close()
 
 
-STEPS = {"day_events": "events", "by_ids": "reads", "fenced_set": "writes"}
+STEPS = {"day_events": "events", "device_totals": "events", "by_ids": "reads", "fenced_set": "writes"}
 # The issue 12 parts of a rollup, timed as wholes (their reads and writes are also in the steps above).
 PARTS = {"breakdowns": "breakdowns", "custom_rows": "custom", "_users_day": "users", "summarize": "summarize"}
 
 
+_patched: set[str] = set()
+
+
 def _timed(steps: dict[str, float]) -> None:
     """Charge the time of the rollup's store calls to its steps (reads and writes by collection)."""
+    if _patched:
+        return
+    _patched.add("done")
     for name, part in PARTS.items():
         inner = getattr(jobs, name)
 
@@ -157,11 +164,28 @@ CHANNELS = ("appstore", "googleplay", "huawei", "xiaomi", "apk-web", "testflight
 VERSIONS = ("2.3.0", "2.4.0", "2.4.1", "2.5.0", "2.6.0")
 
 
-def rollup(uri: str, n_days: int, daily: int, dau: int) -> dict:
-    steps: dict[str, float] = defaultdict(float)
+STEP_TIMES: dict[str, float] = defaultdict(float)
+
+
+def old_jobs(rev: str):
+    """``analytics/jobs.py`` of git revision ``rev``, loaded beside today's package (its relative
+    imports resolve to today's modules: the old algorithm with today's helpers)."""
+    import importlib.util  # noqa: PLC0415
+
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:analytics/jobs.py"], capture_output=True, text=True,
+                            check=True).stdout
+    spec = importlib.util.spec_from_loader("etcdcron.analytics._bench_old_jobs", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "etcdcron.analytics"
+    exec(compile(source, f"{rev}:analytics/jobs.py", "exec"), module.__dict__)  # noqa: S102 - our own file
+    return module
+
+
+def rollup(uri: str, n_days: int, daily: int, dau: int, mod=jobs, name: str = "bench-rollup") -> dict:
+    steps = STEP_TIMES
     _timed(steps)
     store = AnalyticsStore(uri)
-    app = store.create_app(App.new("bench-rollup", "America/Sao_Paulo"))
+    app = store.create_app(App.new(name, "America/Sao_Paulo"))
     app = store.update_app(app.id, {"counters": {"coins": {"type": "sum", "slots": []},
                                                  "taps": {"type": "slot", "slots": ["a", "b", "c"]},
                                                  "buys": {"type": "cpv", "slots": []}}})
@@ -197,7 +221,7 @@ def rollup(uri: str, n_days: int, daily: int, dau: int) -> dict:
         now = dd.end_of(day, app.tz) + 3 * 3600
         steps.clear()
         t0 = time.perf_counter()
-        out = jobs.rollup(RunContext("rollup", int(now), "bench", 1000 + k, 1, {"app": app.id}, uri))
+        out = mod.rollup(RunContext("rollup", int(now), "bench", 1000 + k, 1, {"app": app.id}, uri))
         times.append(time.perf_counter() - t0)
         split.append({k: round(v, 3) for k, v in sorted(steps.items()) if v >= 0.0005})
         assert out["apps"][app.name]["days"] == [day], out
@@ -269,6 +293,8 @@ def main() -> int:
     ap.add_argument("--daily-events", type=int, default=10_000)
     ap.add_argument("--dau", type=int, default=2_000)
     ap.add_argument("--mongo", default=os.environ.get("BENCH_MONGO"))
+    ap.add_argument("--rev", help="also run the rollup of this git revision's analytics/jobs.py on the same days "
+                                  "(e.g. 7325d4d, before issue 12's metrics)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (server and collector logs)")
     opts = ap.parse_args()
     logsetup.configure("warning")
@@ -287,6 +313,11 @@ def main() -> int:
                                                           / result["ingest"]["events_per_s"], 2)
         print(f"rollup: {opts.days} days of {opts.daily_events} events from {opts.dau} devices", file=sys.stderr)
         result["rollup"] = rollup(f"{base}/bench_rollup", opts.days, opts.daily_events, opts.dau)
+        if opts.rev:
+            print(f"rollup of {opts.rev}: the same days", file=sys.stderr)
+            before = rollup(f"{base}/bench_rollup_old", opts.days, opts.daily_events, opts.dau, old_jobs(opts.rev), "bench-old")
+            result[f"rollup_{opts.rev}"] = {k: v for k, v in before.items() if not k.startswith("issue12")}
+            result["rollup_time_over_rev"] = round(sum(result["rollup"]["per_day_s"]) / sum(before["per_day_s"]), 2)
         result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                              "mongo": "SecantusDB (secantusd-py) on loopback" if server else base}
         print(json.dumps(result, indent=2))
