@@ -4,7 +4,9 @@ Everything the collector stores passes through here, so the jobs trust their dat
 
 * the GoAnalytics API (``POST /i/user/open_app``, ``POST /i/usage/time``): one event per request,
   fields in the query, ``sign`` = hex md5 of
-  ``appId=…&channel=…&deviceId=…&platform=…&timestamp=…&version=…&key=<app key>``;
+  ``appId=…&channel=…&deviceId=…&platform=…&timestamp=…&version=…&key=<app key>``. GoAnalytics
+  sends a usage report's ``seconds`` in the body, which that signature does not cover; our signed
+  form puts ``seconds`` in the query, where it is signed between ``platform`` and ``timestamp``;
 * the batch API (``POST /v1/events?appId=…&sign=…``): a JSON body ``{"events": [...]}``, ``sign`` =
   hex HMAC-SHA256 of the raw body under the app key; every event carries its own ``id``.
 
@@ -23,7 +25,7 @@ import math
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .days import accepts, day_of, zone
 from .errors import InvalidApp, Refused
@@ -37,11 +39,17 @@ USER_RE = re.compile(r"[\x21-\x7e]{0,128}")
 TYPES = ("open", "usage", "custom")
 MAX_AMOUNT = 1_000_000_000  # one custom event's amount: a whole number 0..1e9
 SIGNED_FIELDS = ("appId", "channel", "deviceId", "platform", "timestamp", "version")
+# The signed usage form: ``seconds`` in the query, signed in alphabetical place like the rest.
+SIGNED_USAGE_FIELDS = ("appId", "channel", "deviceId", "platform", "seconds", "timestamp", "version")
+SECONDS_PARAM_RE = re.compile(r"\d{1,5}(?:\.\d{1,3})?")
 MAX_FUTURE = 600.0  # seconds an event may lie ahead of the collector's clock (phone clocks drift)
 MAX_SECONDS = 86_400.0  # one usage report never exceeds a day
 MAX_BATCH_EVENTS = 1000
 MAX_BATCH_BYTES = 1 << 20
 MAX_SMALL_BODY = 4096
+# The batch shape nests 3 levels ({"events": [{…}]}). json.loads recurses per level, so a deep body
+# ends in RecursionError; such bodies are refused by a scan of the raw bytes before parsing.
+MAX_JSON_DEPTH = 32
 DEFAULT_GRACE = 7200.0
 
 
@@ -204,8 +212,10 @@ def check_time(event: Event, app: App, now: float) -> None:
 # --- signatures
 
 def goa_sign(params: Mapping[str, str], key: str) -> str:
-    """GoAnalytics signature: md5 of the six signed fields in order, then the app key."""
-    text = "&".join(f"{k}={params.get(k, '')}" for k in SIGNED_FIELDS) + f"&key={key}"
+    """GoAnalytics signature: md5 of the six signed fields in order, then the app key; with
+    ``seconds`` in the query (our signed usage form) it is signed too, between platform and timestamp."""
+    fields = SIGNED_USAGE_FIELDS if "seconds" in params else SIGNED_FIELDS
+    text = "&".join(f"{k}={params.get(k, '')}" for k in fields) + f"&key={key}"
     return hashlib.md5(text.encode()).hexdigest()
 
 
@@ -215,7 +225,19 @@ def batch_sign(body: bytes, key: str) -> str:
 
 
 def verify(expected: str, given: str | None) -> None:
-    if not given or not hmac.compare_digest(expected.lower(), given.lower()):
+    verify_any((expected,), given)
+
+
+def verify_any(expected: Iterable[str], given: str | None) -> None:
+    """Accept a signature made with any of the app's current keys (``App.keys``: during a rotation's
+    overlap the previous key too); every candidate is compared, in constant time each (as bytes:
+    compare_digest refuses non-ASCII text with a TypeError, which would be a 500)."""
+    given = (given or "").lower()
+    raw = given.encode("utf-8", "replace")
+    matched = False
+    for candidate in expected:
+        matched |= hmac.compare_digest(candidate.lower().encode(), raw)
+    if not given or not matched:
         raise Refused(401, "bad signature")
 
 
@@ -235,6 +257,39 @@ def _number(value: Any, name: str, low: float, high: float) -> float:
     return value
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def check_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` before it is parsed: strings (with their escapes) are
+    cut out, then the brackets left are counted; linear in the body, stops at the first level too deep."""
+    depth = 0
+    for b in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKET):
+        if b in b"[{":
+            depth += 1
+            if depth > limit:
+                raise Refused(400, f"malformed body: JSON nested deeper than {limit} levels")
+        else:
+            depth -= 1
+
+
+def load_json(body: bytes) -> Any:
+    """The body as JSON, refused (400) when nested too deep or not JSON."""
+    check_depth(body)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Refused(400, "malformed body: not JSON") from None
+
+
+def _seconds_param(raw: str) -> float:
+    if not SECONDS_PARAM_RE.fullmatch(raw) or float(raw) > MAX_SECONDS:
+        raise Refused(400, f"bad seconds {raw[:40]!r}: must be a decimal number from 0 to {MAX_SECONDS:g} "
+                           "(at most 3 decimals)")
+    return round(float(raw), 3)
+
+
 def _timestamp_param(raw: str | None) -> int:
     if raw is None or not re.fullmatch(r"\d{1,12}", raw):
         raise Refused(400, f"bad timestamp {str(raw)[:40]!r}: must be Unix seconds")
@@ -248,11 +303,14 @@ def goa_event(kind: str, params: Mapping[str, str], body: bytes) -> Event:
     fields = {name: _text(params.get(key), key) for name, key in (("ch", "channel"), ("pf", "platform"), ("ver", "version"))}
     uid = _text(params.get("userId"), "userId", USER_RE) or None
     sec = 0.0
-    if kind == "usage":
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise Refused(400, "malformed body: not JSON") from None
+    if kind != "usage" and "seconds" in params:
+        raise Refused(400, "an open event has no seconds")
+    if kind == "usage" and "seconds" in params:  # the signed form
+        if body.strip():
+            raise Refused(400, "seconds is in the signed query: send no body")
+        sec = _seconds_param(params["seconds"])
+    elif kind == "usage":  # the GoAnalytics form: seconds in the (unsigned) body
+        data = load_json(body)
         if not isinstance(data, dict) or "seconds" not in data:
             raise Refused(400, 'malformed body: expected {"seconds": number}')
         sec = round(float(_number(data["seconds"], "seconds", 0, MAX_SECONDS)), 3)
@@ -263,10 +321,7 @@ def goa_event(kind: str, params: Mapping[str, str], body: bytes) -> Event:
 def batch_events(body: bytes, app: App | None = None) -> list[Event]:
     """The events of a batch body; the first bad event refuses the whole batch, naming it. Custom
     events are checked against ``app``'s declared counters (refused without an app)."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise Refused(400, "malformed body: not JSON") from None
+    data = load_json(body)
     items = data.get("events") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise Refused(400, 'malformed body: expected {"events": [ ... ]} with at least one event')

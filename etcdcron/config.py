@@ -202,6 +202,17 @@ _SERVE = (
 _COLLECT = (
     Setting("collect.host", "ETCDCRON_COLLECT_HOST", "--host", "127.0.0.1", _text, "address to listen on"),
     Setting("collect.port", "ETCDCRON_COLLECT_PORT", "--port", 8080, _int(1, 65535), "port to listen on"),
+    Setting("collect.app_rate", "ETCDCRON_COLLECT_APP_RATE", "--app-rate", 1000.0, _float(0),
+            "requests per second each app may send (token bucket; 0: no limit)"),
+    Setting("collect.app_burst", "ETCDCRON_COLLECT_APP_BURST", "--app-burst", 2000, _int(1, 10_000_000),
+            "requests an app may send at once above its rate"),
+    Setting("collect.client_rate", "ETCDCRON_COLLECT_CLIENT_RATE", "--client-rate", 50.0, _float(0),
+            "requests per second each client address (IPv6: each /64) may send (0: no limit)"),
+    Setting("collect.client_burst", "ETCDCRON_COLLECT_CLIENT_BURST", "--client-burst", 200, _int(1, 10_000_000),
+            "requests a client address may send at once above its rate"),
+    Setting("collect.signed_usage_only", "ETCDCRON_COLLECT_SIGNED_USAGE_ONLY", "--signed-usage-only", False, _bool,
+            "refuse /i/usage/time with seconds in the unsigned body (GoAnalytics clients); take only the signed form",
+            is_flag=True),
 )
 
 _WEB = (

@@ -165,10 +165,29 @@ class CollectorMetrics:
                                         "into MongoDB", buckets=TXN_BUCKETS, registry=r)
         self.insert_errors = Counter("etcdcron_collector_insert_errors_total", "Inserts that failed (the "
                                      "requests waiting on them answered 503)", registry=r)
+        # Refusals are counted here instead of logged one line each: a flood of bad requests must
+        # neither fill the log nor cost a write per request (the log gets one summary line a minute).
+        self._refusals = Counter("etcdcron_collector_refused_total", "Requests refused with a 4xx, by route and "
+                                 "status (413 size, 404 unknown app, 401 signature, 400 shape, 422 timestamp, "
+                                 "429 rate limit)", ["route", "status"], registry=r)
+        self._refused: dict[tuple[str, int], Any] = {}
+        limited = Counter("etcdcron_collector_rate_limited_total", "Requests refused with 429, by the token "
+                          "bucket that was empty (app or client address)", ["scope"], registry=r)
+        self.rate_limited = {scope: limited.labels(scope) for scope in ("app", "client")}
+        self.app_lookups = Counter("etcdcron_collector_app_lookups_total", "App ids looked up in MongoDB (cache "
+                                   "misses: an app's first request, every 30 s after, and unknown ids once "
+                                   "a second at most)", registry=r)
 
     def request(self, path: str, status: int) -> None:
         route = path if path in COLLECTOR_ROUTES else "other"  # a scanner's paths must not become series
         child = self._request.get((route, status))
         if child is None:
             child = self._request[(route, status)] = self._requests.labels(route, str(status))
+        child.inc()
+
+    def refused(self, path: str, status: int) -> None:
+        route = path if path in COLLECTOR_ROUTES else "other"
+        child = self._refused.get((route, status))
+        if child is None:
+            child = self._refused[(route, status)] = self._refusals.labels(route, str(status))
         child.inc()
