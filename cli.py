@@ -1,6 +1,7 @@
 """The ``etcdcron`` command line: parse arguments, call the app layer, map errors to exit codes.
 
-Exit codes: 0 ok, 1 etcd unavailable or another runtime error, 2 bad input (nothing was written).
+Exit codes: 0 ok, 1 etcd unavailable or another runtime error, 2 bad input (nothing was written);
+``trigger --wait`` exits 1 when the run did not succeed, and 124 when its --timeout passed first.
 Every error is one line on stderr; no traceback reaches the user.
 
 Settings (etcd endpoints and credentials, MongoDB, the serve and collect options) are not declared
@@ -298,12 +299,40 @@ def nodes_drain(node_id: str, as_json: Json = False, cfg: Config = None) -> None
     _out({"node": node_id, "draining": True}, as_json, f"draining node {node_id}")
 
 
+WAIT_TIMED_OUT = 124  # trigger --wait: --timeout passed before the outcome (as GNU timeout(1) exits)
+
+
 @app.command()
 @configured("etcd")
-def trigger(name: str, as_json: Json = False, cfg: Config = None) -> None:
-    """Run a job now, once (through a claim like any firing)."""
-    at = _admin(cfg).trigger(name)
-    _out({"job": name, "triggered": _ts(at), "slot_epoch": int(at)}, as_json, f"triggered job {name} at {_ts(at)}")
+def trigger(name: str,
+            wait: Annotated[bool, typer.Option("--wait", help="wait for this firing's outcome and exit with it: 0 succeeded, "
+                                                          f"1 otherwise, {WAIT_TIMED_OUT} if --timeout passes first")] = False,
+            timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", help="with --wait: stop waiting after "
+                                                             "S seconds (the run goes on)")] = None,
+            as_json: Json = False, cfg: Config = None) -> None:
+    """Run a job now, once (through a claim like any firing); --wait for its outcome."""
+    if timeout is not None and not wait:
+        raise InvalidInput("--timeout goes with --wait")
+    if timeout is not None and not (0 < timeout < float("inf")):
+        raise InvalidInput(f"bad --timeout {timeout}: seconds, more than 0")
+    adm = _admin(cfg)
+    t = adm.request_trigger(name)
+    triggered = {"job": name, "triggered": _ts(t.at), "slot_epoch": int(t.at)}
+    if not wait:
+        _out(triggered, as_json, f"triggered job {name} at {_ts(t.at)}")
+        return
+    if not as_json:
+        typer.echo(f"triggered job {name} at {_ts(t.at)}, waiting for its outcome")
+    out = adm.wait_trigger(t, timeout)
+    data = triggered | (out.run or {"state": None}) | {"final": out.final, "note": out.note}
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    if not out.final:
+        typer.echo(f"error: {out.note}", err=True)
+        raise typer.Exit(WAIT_TIMED_OUT)
+    if not as_json:
+        typer.echo(out.note)
+    raise typer.Exit(0 if out.succeeded else 1)
 
 
 @app.command()
@@ -492,8 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     # configure their own level.
     logsetup.configure("warning")
     try:
-        command.main(args=argv, prog_name="etcdcron", standalone_mode=False)
-        return 0
+        # a command's typer.Exit(code) comes back as the return value (standalone_mode=False)
+        code = command.main(args=argv, prog_name="etcdcron", standalone_mode=False)
+        return code if isinstance(code, int) and not isinstance(code, bool) else 0
     except (InvalidInput, NotFound) as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import queue
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -16,12 +18,13 @@ from . import apply as jobfiles
 from . import store as st
 from .claims import Claim
 from .errors import ConcurrentChange, InvalidSchedule, InvalidSpec, JobNotFound, NotFound
+from .history import run_row
 from .jobs import JobSpec, check_name
 from .keys import Keys
 from .nodes import leader_of
 from .schedule import Schedule, parse_schedule
-from .states import UNFINISHED
-from .store import EtcdStore
+from .states import FINAL, NON_RUNS, UNFINISHED, State
+from .store import KV, EtcdStore
 
 log = structlog.get_logger("etcdcron.admin")
 
@@ -145,12 +148,90 @@ class Admin:
         return jobfiles.dump(self.jobs(), fmt)
 
     def trigger(self, name: str) -> float:
+        """Ask the nodes to run the job now, once; returns the request's instant."""
+        return self.request_trigger(name).at
+
+    def request_trigger(self, name: str) -> "Triggered":
+        """Like :meth:`trigger`, with the revision of the request (what :meth:`wait_trigger` follows)."""
         spec = self.get_job(name)
         if spec.paused:
             raise InvalidSpec(f"job {name!r} is paused: resume it first")
         now = time.time()
-        self.store.put(self.keys.trigger(name), json.dumps({"at": now}))
-        return now
+        return Triggered(name, now, spec.level, self.store.put(self.keys.trigger(name), json.dumps({"at": now})))
+
+    def wait_trigger(self, t: "Triggered", timeout: float | None = None) -> "TriggerOutcome":
+        """Follow the firing that request ``t`` became until its record is final, or ``timeout`` seconds.
+
+        Exactly that firing, whatever else the job runs meanwhile: a node consumes the request (deletes
+        ``control/trigger/<job>``) in the very transaction that creates the firing's claim (see
+        :meth:`etcdcron.firing.Firing.trigger`), so the claim whose create revision is the revision of
+        that delete is ours. A request consumed without a claim was refused (its ``skipped`` or
+        ``degraded`` record, if the node wrote one, is reported) or went with its removed job. A second
+        request written before a node took ours replaces it; the firing that consumes it answers both.
+
+        Both steps wait on etcd watches from the revision already known (nothing slips between a read
+        and the watch); a watch that falls behind a compaction hands over the key as it is now."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with _KeyEvents(self.store, self.keys.trigger(t.job), t.revision + 1) as events:
+            consumed = None  # revision of the transaction that took the request; 0: taken, revision unknown
+            while consumed is None:
+                got = events.next(deadline)
+                if got is None:
+                    return TriggerOutcome(t, None, False, f"job {t.job}: no node took the trigger within {timeout:g} s "
+                                          f"(is a node serving level {t.level} running?); the request stays in etcd")
+                kind, kv = got
+                if kind == "delete" or (kind == "reset" and kv is None):
+                    consumed = kv.mod_revision if kind == "delete" else 0
+        claim = self._claim_of(t, consumed)
+        if claim is None:
+            return self._unclaimed(t, consumed)
+        slot = self.keys.parse(claim.key).slot
+        with _KeyEvents(self.store, claim.key, claim.create_revision) as events:
+            current = claim
+            while True:
+                got = events.next(deadline)
+                if got is None:
+                    rec = Claim.parse(t.job, slot, current.value, current.mod_revision)
+                    return TriggerOutcome(t, _row(rec), False,
+                                          f"job {t.job}: still {rec.state} after {timeout:g} s "
+                                          f"(firing {_iso(slot)}, node {rec.node or '-'}, attempt {rec.attempt}); "
+                                          f"it goes on: `etcdcron kill {t.job}` stops it")
+                kind, kv = got
+                if kv is None or kind == "delete" or kv.create_revision != claim.create_revision:
+                    return TriggerOutcome(t, _row(Claim.parse(t.job, slot, current.value, current.mod_revision)), True,
+                                          f"job {t.job}: the record of firing {_iso(slot)} left etcd before it was "
+                                          f"seen final (see `etcdcron history {t.job}`)")
+                current = kv
+                rec = Claim.parse(t.job, slot, kv.value, kv.mod_revision)
+                if rec.state in FINAL:
+                    row = _row(rec)
+                    return TriggerOutcome(t, row, True, outcome_line(row))
+
+    def _claim_of(self, t: "Triggered", consumed: int) -> KV | None:
+        """The claim created by the transaction that consumed request ``t`` (at revision ``consumed``;
+        0: unknown, then the job's first claim made for a trigger after the request)."""
+        kvs, _ = self.store.get_prefix(self.keys.claims(t.job))
+        if consumed:
+            return next((kv for kv in kvs if kv.create_revision == consumed), None)
+        later = [kv for kv in kvs if kv.create_revision > t.revision
+                 and Claim.parse(t.job, 0, kv.value, kv.mod_revision).record.reason == "trigger"]
+        return min(later, key=lambda kv: kv.create_revision, default=None)
+
+    def _unclaimed(self, t: "Triggered", consumed: int) -> "TriggerOutcome":
+        """A request consumed without a claim: the job went, or a node refused to run it."""
+        if self.store.get(self.keys.job(t.job)) is None:
+            return TriggerOutcome(t, None, True, f"job {t.job} was removed before the trigger ran")
+        # a node that refuses records the firing it tried (first free second from the request) when
+        # it can: skipped (forbid: a run is alive) or degraded
+        kvs, _ = self.store.get_prefix(self.keys.claims(t.job))
+        for kv in sorted(kvs, key=lambda kv: kv.create_revision):
+            c = Claim.parse(t.job, self.keys.parse(kv.key).slot, kv.value, kv.mod_revision)
+            if (t.revision < kv.create_revision and (not consumed or kv.create_revision < consumed)
+                    and int(t.at) <= c.slot < int(t.at) + TRIGGER_SECONDS and c.state in NON_RUNS):
+                row = _row(c)
+                return TriggerOutcome(t, row, True, f"job {t.job}: the trigger was refused: {outcome_line(row)}")
+        return TriggerOutcome(t, None, True, f"job {t.job}: the trigger was refused (its level degraded, --max-runs "
+                                             "reached, or the job changed as it was claimed); see the nodes' logs")
 
     def kill(self, name: str) -> int:
         """Stop the job's running runs (their process groups) now; returns how many were running."""
@@ -315,6 +396,79 @@ class Admin:
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+TRIGGER_SECONDS = 10  # a node tries the request's second and the next ones, this many (firing.Firing.trigger)
+
+
+@dataclass(frozen=True)
+class Triggered:
+    """A trigger request as written to etcd."""
+
+    job: str
+    at: float  # the request's instant: its firing's slot is the first free second from it
+    level: int  # the job's level (which nodes may take it)
+    revision: int  # of the request's write: what consumes it comes later
+
+
+@dataclass(frozen=True)
+class TriggerOutcome:
+    """What :meth:`Admin.wait_trigger` saw of a triggered firing."""
+
+    request: Triggered
+    run: dict | None  # the firing's record as the history shows it (:func:`etcdcron.history.run_row`); None: none
+    final: bool  # False: the wait timed out (not taken yet, or ``run`` still going)
+    note: str  # one line saying what became of it
+
+    @property
+    def succeeded(self) -> bool:
+        return self.final and self.run is not None and self.run["state"] == State.SUCCEEDED
+
+
+def _row(c: Claim) -> dict:
+    return run_row(c.job, c.slot, {**c.data, "state": c.state, "fence": c.fence, "attempt": c.attempt})
+
+
+def outcome_line(row: dict) -> str:
+    """One firing's outcome in a line: ``job j, firing 2026-…Z: failed (exit 3) on n1, attempt 1, 0.02 s``."""
+    parts = [f"on {row['node']}" if row["node"] else "", f"attempt {row['attempt']}" if row["attempt"] else "",
+             f"{row['duration']:g} s" if row["duration"] is not None else ""]
+    code = "" if row["exit_code"] is None else f" (exit {row['exit_code']})"
+    why = f" ({row['reason']})" if row["state"] in NON_RUNS and row["reason"] else ""
+    return f"job {row['job']}, firing {row['slot_utc']}: {row['state']}{code}{why} {', '.join(p for p in parts if p)}".rstrip()
+
+
+class _KeyEvents:
+    """The changes of one key from ``start`` on, in order, as ("put" | "delete", KV), from a supervised
+    watch; a watch whose revision was compacted away hands over the key as it is now: ("reset", KV or None)."""
+
+    def __init__(self, store: EtcdStore, key: str, start: int) -> None:
+        self.store, self.key = store, key
+        self._q: queue.Queue = queue.Queue()
+        self._watch = store.watch(key, start, self._on_events, self._on_reset, name="trigger-wait")
+
+    def _on_events(self, events, _revision: int) -> None:
+        for ev in events:
+            if ev.kv.key == self.key:  # the watch is of a prefix
+                self._q.put((ev.kind, ev.kv))
+
+    def _on_reset(self) -> int:
+        kvs, revision = self.store.get_prefix(self.key)
+        self._q.put(("reset", next((kv for kv in kvs if kv.key == self.key), None)))
+        return revision
+
+    def next(self, deadline: float | None) -> tuple[str, KV | None] | None:
+        """The next change; None once ``deadline`` (monotonic; None: never) has passed."""
+        try:
+            return self._q.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+
+    def __enter__(self) -> "_KeyEvents":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._watch.stop()
 
 
 def _firings(spec: JobSpec, n: int, now: float) -> list[tuple[datetime, datetime]]:
