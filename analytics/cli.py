@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         from etcdcron import log as logsetup  # noqa: PLC0415
 
         try:
-            from .collector import serve  # noqa: PLC0415
+            from .collector import Limits, serve  # noqa: PLC0415
         except ImportError as exc:
             from etcdcron.errors import EtcdCronError  # noqa: PLC0415
 
@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
         logsetup.configure(cfg["log.level"])
         uri, embedded = resolve(cfg["mongo.uri"], embed=True)
         try:
-            serve(uri, cfg["collect.host"], cfg["collect.port"])
+            serve(uri, cfg["collect.host"], cfg["collect.port"], Limits.from_config(cfg),
+                  usage_compat=not cfg["collect.signed_usage_only"])
         finally:
             if embedded is not None:
                 embedded.stop()

@@ -82,6 +82,9 @@ def rollup_app(store: AnalyticsStore, app: App, now: float, fence: int) -> dict[
     final = state.get("final")
     requests = store.rebuilds(app.id)
     first = state.get("first")
+    reopened = _reopened(final, app, now)
+    if reopened is not None:
+        requests = requests + [("", reopened)]  # not a stored request: nothing to clear
     if requests:
         # An import stored events for days that may be final already: roll them up again from the
         # earliest, and every later day. Imports only add events, so the devices' activity bits stay
@@ -97,7 +100,7 @@ def rollup_app(store: AnalyticsStore, app: App, now: float, fence: int) -> dict[
             log.info("analytics.rebuild", app=app.name, day=again, gen=gen, fence=fence)
     start = dd.shift(final, 1) if final else store.first_event_day(app.id)
     if start is None:
-        store.clear_rebuilds([i for i, _ in requests])
+        store.clear_rebuilds([i for i, _ in requests if i])
         return {"days": [], "final": None}
     first = min(first or start, start)
     done = []
@@ -124,8 +127,19 @@ def rollup_app(store: AnalyticsStore, app: App, now: float, fence: int) -> dict[
             final = day
             _advance(store, "rollup", app, fence, first=first, final=final)
         log.info("analytics.rolled_up", app=app.name, day=day, final=is_final, devices=daily["dau"], fence=fence)
-    store.clear_rebuilds([i for i, _ in requests])
+    store.clear_rebuilds([i for i, _ in requests if i])
     return {"days": done, "final": final}
+
+
+def _reopened(final: str | None, app: App, now: float) -> str | None:
+    """The first day up to ``final`` that is not final under the app's grace now (a longer grace
+    reopens days for late events: they are rolled up again until final again); None when none is."""
+    if not final or dd.is_final(final, app.tz, app.grace, now):
+        return None
+    day = final
+    while dd.is_final(dd.shift(day, -1), app.tz, app.grace, now) is False and day > dd.shift(final, -10):
+        day = dd.shift(day, -1)
+    return day
 
 
 def _users_day(store: AnalyticsStore, app: App, day: str, uids: set[str], fence: int) -> dict[str, int]:

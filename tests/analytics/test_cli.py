@@ -130,14 +130,15 @@ def test_default_report_shows_day_30_retention_breakdowns_and_trend(mongo_uri, a
 
 
 def test_collect_serves_the_client_api(mongo_uri, astore, tmp_path):
-    """`etcdcron collect --mongo URI --port P` takes a signed openApp, stores it, and stops on SIGTERM."""
+    """`etcdcron collect --mongo URI --port P` takes a signed openApp, stores it, applies its rate-limit
+    flags, and stops on SIGTERM."""
     from etcdcron.analytics.events import App
 
     app = astore.create_app(App.new("live", "Europe/Berlin"))
     port = free_port()
     log = open(tmp_path / "collect.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "collect", "--mongo", mongo_uri, "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "collect", "--mongo", mongo_uri, "--port", str(port),
+                             "--client-rate", "0.01", "--client-burst", "1"], stdout=log, stderr=subprocess.STDOUT)
     try:
         def up() -> bool:
             try:
@@ -152,6 +153,12 @@ def test_collect_serves_the_client_api(mongo_uri, astore, tmp_path):
         r = httpx.post(f"http://127.0.0.1:{port}/i/user/open_app?{urlencode(params)}")
         assert r.status_code == 200 and r.json()["stored"] == 1
         assert astore.db.events.find_one({"app": app.id})["dev"] == "phone"
+        # The rate-limit flags reach the collector: a burst of 1 at 0.01/s leaves no room for a second request.
+        params["deviceId"] = "tablet"
+        params["sign"] = goa_sign({k: v for k, v in params.items() if k != "sign"}, app.key)
+        r = httpx.post(f"http://127.0.0.1:{port}/i/user/open_app?{urlencode(params)}")
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 60
+        assert astore.db.events.count_documents({"app": app.id}) == 1
     finally:
         proc.terminate()
         assert proc.wait(15) == 0

@@ -137,3 +137,26 @@ def test_incremental_windows_equal_direct_counts(world):
         doc = world.store.one("active_users", f"{world.app.id}|{day}")
         assert doc["wau"] == jobs.window_direct(world.store, world.app, day, 7)
         assert doc["mau"] == jobs.window_direct(world.store, world.app, day, 30)
+
+
+def test_a_longer_grace_reopens_days_until_they_are_final_again(world):
+    """After `apps set --grace` makes the grace longer, the collector takes events for days that were
+    final: the rollup rolls those days up again until they are final again, and the jobs after it
+    wait for them and redo them (before: the rollup never looked at them again and the events were lost)."""
+    from etcdcron.analytics.events import Event, admit
+
+    app = world.app = world.store.update_app(world.app.id, {"grace": 3 * 86_400.0})
+    day = (START + timedelta(days=DAYS - 1)).isoformat()
+    before = world.store.one("daily_metrics", f"{app.id}|{day}")
+    assert before["final"] and world.store.state("active_users", app.id)["done"] == day
+    docs, _ = admit(app, [Event(id="late-1", type="open", dev="late-dev", ts=midnight(START + timedelta(days=DAYS - 1), TZ) + 60)],
+                    world.now)  # the collector takes it under the longer grace
+    world.store.insert_events(docs)
+    world.run_all(world.now)
+    now = world.store.one("daily_metrics", f"{app.id}|{day}")
+    assert now["final"] is False and now["new"] == before["new"] + 1 and now["launches"] == before["launches"] + 1
+    assert world.store.state("active_users", app.id)["done"] < day
+    world.run_all(world.now + 3 * 86_400)
+    assert world.store.state("rollup", app.id)["final"] >= day and world.store.state("active_users", app.id)["done"] >= day
+    assert world.store.one("active_users", f"{app.id}|{day}")["dau"] == before["dau"] + 1
+    assert world.store.one("daily_metrics", f"{app.id}|{day}")["final"] is True
