@@ -4,6 +4,9 @@
  *   EtcdCharts.stacked(box, opts)   stacked bars over days
  *   EtcdCharts.bars(box, opts)      one bar per category (days, or histogram buckets)
  *   EtcdCharts.heatmap(box, opts)   rows x columns of shares in 0..1 (the retention triangle)
+ *   EtcdCharts.legendList(list, series)  a legend as HTML that wraps (for charts of many series,
+ *                                   drawn with opts.legend = false), swatches in SVG
+ *   EtcdCharts.colors(n)            n distinct colours (PALETTE first, then more)
  *
  * Every mark carries its exact value in data-* attributes (data-value is String(number), the
  * shortest text that reads back as the same double), so a test can compare what was drawn with
@@ -136,7 +139,7 @@
       label(svg, f.x(i), m.top + ph + 18, opts.catLabel ? opts.catLabel(c) : shortDay(c), "tick", "middle");
     });
 
-    if (seriesForLegend.length > 1) legend(svg, seriesForLegend, m.left, 14);
+    if (seriesForLegend.length > 1 && opts.legend !== false) legend(svg, seriesForLegend, m.left, 14);
     return f;
   }
 
@@ -177,7 +180,8 @@
     return fin === undefined || fin === null ? null : String(fin);
   }
 
-  /* Lines: opts.days, opts.series [{key, label, values, color}], opts.final, opts.yFormat, opts.valueFormat. */
+  /* Lines: opts.days, opts.series [{key, label, values, color}], opts.final, opts.yFormat, opts.valueFormat,
+     opts.legend (false: no legend in the SVG). */
   function line(box, opts) {
     var series = opts.series.map(function (s, k) { return Object.assign({color: PALETTE[k]}, s); });
     var f = frame(box, opts.days, Object.assign({max: maxOf(series)}, opts), series);
@@ -301,6 +305,30 @@
     });
   }
 
-  window.EtcdCharts = {line: line, stacked: stacked, bars: bars, heatmap: heatmap,
+  // Colours after PALETTE for charts of many series (breakdown values); they cycle past the end.
+  var MORE = ["#db2777", "#65a30d", "#7c3aed", "#ea580c", "#0d9488", "#4f46e5", "#ca8a04", "#be123c", "#0369a1", "#15803d"];
+
+  function colors(n) {
+    var all = PALETTE.concat(MORE), out = [];
+    for (var i = 0; i < n; i++) out.push(all[i % all.length]);
+    return out;
+  }
+
+  /* A legend as an HTML list that wraps (an SVG legend is one line): series [{key, label, color}]. */
+  function legendList(list, series) {
+    list.textContent = "";
+    series.forEach(function (s, k) {
+      var li = document.createElement("li");
+      li.setAttribute("data-series", s.key);
+      var svg = el("svg", {width: 12, height: 10, viewBox: "0 0 12 10", "aria-hidden": "true", "class": "swatch"}, li);
+      el("rect", {x: 0, y: 0, width: 12, height: 10, rx: 2, fill: s.color || PALETTE[k % PALETTE.length]}, svg);
+      var name = document.createElement("span");
+      name.textContent = s.label;
+      li.appendChild(name);
+      list.appendChild(li);
+    });
+  }
+
+  window.EtcdCharts = {line: line, stacked: stacked, bars: bars, heatmap: heatmap, legendList: legendList, colors: colors,
     format: {plain: plain, percent: percent, duration: duration, shortDay: shortDay}, DURATION_STEPS: DURATION_STEPS};
 })();
