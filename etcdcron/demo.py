@@ -130,6 +130,8 @@ def main() -> int:
         _cli("add", "*/2 * * * * *", "--name", "report", "--level", "1", "--shell", "date -u +%T", env=env)
         _cli("add", "@every 5s", "noop", env=env)
         _cli("apps", "create", "demo-app", "--tz", "Asia/Kolkata", env=env)
+        _cli("apps", "counter", "add", "demo-app", "coins", "--type", "sum", env=env)
+        _cli("apps", "counter", "add", "demo-app", "taps", "--type", "slot", "--slots", "menu,play,shop", env=env)
         print("demo: seeding 8 days of events for 'demo-app' (Asia/Kolkata) through the collector's insert path")
         _cli("analytics", "seed", "--app", "demo-app", "--devices", "300", "--days", "8", env=env)
         for job in ("rollup", "active_users", "retention", "usage"):
@@ -150,7 +152,7 @@ def main() -> int:
         print("\n".join("  " + ln for ln in lines[-5:]))
         print(_cli("status", env=env))
         print("demo: the analytics report the builtin jobs computed")
-        print(_cli("analytics", "report", "--app", "demo-app", "--days", "7", env=env))
+        print(_cli("analytics", "report", "--app", "demo-app", "--days", "7", "--by", "channel", env=env))
         if stay:
             print(f"demo: the nodes and the console ({url}, admin / {password}) stay up; press Ctrl-C to stop")
             def stop(signum, frame):

@@ -65,6 +65,7 @@ def test_demo_starts_embedded_etcd_and_shows_jobs_firing(tmp_path):
     assert len({ln.split()[3] for ln in history}) >= 2, "jobs did not run on several nodes"
     report = r.stdout[r.stdout.index("the analytics report"):]
     assert "DAU" in report and "classic retention" in report, report
+    assert "by channel" in report and "custom counter coins" in report and "registered users" in report, report
     daily = report[report.index("LAUNCHES"):].split("\n\n")[0].splitlines()[1:]
     rows = [ln.split() for ln in daily if not ln.startswith("* ")]  # not the "not final yet" footnote
     assert rows and all(int(row[2]) > 0 for row in rows), "the analytics jobs computed no daily active users"

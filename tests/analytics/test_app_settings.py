@@ -72,7 +72,7 @@ def test_set_changes_grace_and_top_and_prints_them(mongo_uri, astore, shop):
 
 def test_raising_grace_rolls_the_reopened_days_up_again(mongo_uri, astore):
     """A day the rollup made final under grace 0 takes late events again under a raised grace, and the
-    next rollup counts them (without the rebuild request it would skip the day for good)."""
+    next rollup counts them (the rollup also notices a longer grace by itself: test_jobs.py)."""
     app = astore.create_app(App.new("late", "UTC", grace=0))
     now = float(int(time.time()))
     day = dd.shift(dd.last_closed(now, "UTC"), -1)
