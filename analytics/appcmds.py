@@ -147,15 +147,15 @@ def register_apps(apps: typer.Typer) -> None:
 
         seconds = parse_overlap(overlap)
         with _store(cfg["mongo.uri"]) as store:
-            app = store.app(name)
+            app, rev = store.app_with_rev(name)
             now = time.time()
             # One previous key at a time: a rotation during an overlap ends the older key's overlap now.
             dropped = app.old_key_until if app.old_key and app.old_key_until > now else None
             new_key = secrets.token_hex(16)
             if seconds:
-                updated = store.update_app(app.id, {"key": new_key, "old_key": app.key, "old_key_until": now + seconds})
+                updated = store.update_app(app.id, {"key": new_key, "old_key": app.key, "old_key_until": now + seconds}, rev=rev)
             else:
-                updated = store.update_app(app.id, {"key": new_key}, unset=("old_key", "old_key_until"))
+                updated = store.update_app(app.id, {"key": new_key}, unset=("old_key", "old_key_until"), rev=rev)
         structlog.get_logger("analytics.apps").info("app.key_rotated", app=updated.name, id=updated.id, overlap_s=seconds,
                                                     old_key_until=updated.old_key_until if updated.old_key else None,
                                                     earlier_key_dropped=dropped is not None)
@@ -184,7 +184,7 @@ def register_apps(apps: typer.Typer) -> None:
 
         new = Counter.new(counter_name, kind, [s.strip() for s in slots.split(",")] if slots else ())
         with _store(cfg["mongo.uri"]) as store:
-            app = store.app(app_name)
+            app, rev = store.app_with_rev(app_name)
             have = app.counter(new.name)
             if have is not None:
                 raise InvalidApp(f"counter {new.name!r} of app {app.name} is declared already (type {have.type}); "
@@ -197,7 +197,7 @@ def register_apps(apps: typer.Typer) -> None:
                                  f"{' and slots ' + ','.join(retired['slots']) if retired.get('slots') else ''}: its stored events "
                                  f"keep that meaning, so it comes back only with it; pick another name")
             updated = store.update_app(app.id, {f"counters.{new.name}": new.doc()},
-                                       unset=(f"{RETIRED}.{new.name}",) if retired is not None else ())
+                                       unset=(f"{RETIRED}.{new.name}",) if retired is not None else (), rev=rev)
         structlog.get_logger("analytics.apps").info("app.counter_added", app=updated.name, counter=new.name, type=new.type)
         _out({"name": new.name, **new.doc()}, as_json,
              f"declared counter {new.name} ({new.type}{': ' + ', '.join(new.slots) if new.slots else ''}) of app {updated.name}")
@@ -225,12 +225,12 @@ def register_apps(apps: typer.Typer) -> None:
         from .errors import InvalidApp  # noqa: PLC0415
 
         with _store(cfg["mongo.uri"]) as store:
-            app = store.app(app_name)
+            app, rev = store.app_with_rev(app_name)
             have = app.counter(counter_name)
             if have is None:
                 raise InvalidApp(f"app {app.name} has no counter {counter_name[:40]!r}")
             updated = store.update_app(app.id, {f"{RETIRED}.{have.name}": have.doc() | {"removed": time.time()}},
-                                       unset=(f"counters.{have.name}",))
+                                       unset=(f"counters.{have.name}",), rev=rev)
         structlog.get_logger("analytics.apps").info("app.counter_removed", app=updated.name, counter=have.name)
         _out({"removed": have.name, "app": updated.name}, as_json,
              f"removed counter {have.name} of app {updated.name}: new events of it are refused; its stored events "

@@ -23,6 +23,8 @@ import pymongo
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
 
+from etcdcron.errors import ConcurrentChange
+
 from .errors import AppExists, AppNotFound, MongoError, MongoUnavailable
 from .events import App
 
@@ -137,16 +139,33 @@ class AnalyticsStore:
         with mapped("app listing"):
             return [App.from_doc(d) for d in self.db.apps.find().sort("name", 1)]
 
-    def update_app(self, app_id: str, fields: dict[str, Any], unset: tuple[str, ...] = ()) -> App:
-        """``$set`` settings of an app (validated by the caller); returns the app as stored now."""
-        update: dict[str, Any] = {"$set": fields}
+    def update_app(self, app_id: str, fields: dict[str, Any], unset: tuple[str, ...] = (),
+                   rev: int | None = None) -> App:
+        """``$set`` settings of an app (validated by the caller); returns the app as stored now. Every
+        update counts the document's ``rev`` up; with ``rev`` (as read by :meth:`app_with_rev`) the update
+        applies only if nothing changed the app since (else ConcurrentChange, nothing written)."""
+        update: dict[str, Any] = {"$set": fields, "$inc": {"rev": 1}}
         if unset:
             update["$unset"] = {k: "" for k in unset}
+        query: dict[str, Any] = {"_id": app_id}
+        if rev is not None:
+            query["rev"] = rev if rev else {"$in": [0, None]}
         with mapped("app update"):
-            doc = self.db.apps.find_one_and_update({"_id": app_id}, update, return_document=pymongo.ReturnDocument.AFTER)
+            doc = self.db.apps.find_one_and_update(query, update, return_document=pymongo.ReturnDocument.AFTER)
         if doc is None:
+            if rev is not None and self.find_app(app_id) is not None:
+                raise ConcurrentChange(f"app {app_id!r} changed while this command ran: nothing written, run it again")
             raise AppNotFound(f"unknown app {app_id!r}")
         return App.from_doc(doc)
+
+    def app_with_rev(self, ref: str) -> tuple[App, int]:
+        """The app (by id or name) and how many times its settings were updated, from one read (for
+        :meth:`update_app`'s ``rev``)."""
+        with mapped("app lookup"):
+            doc = self.db.apps.find_one({"_id": ref}) or self.db.apps.find_one({"name": ref})
+        if doc is None:
+            raise AppNotFound(f"unknown app {ref!r}")
+        return App.from_doc(doc), int(doc.get("rev") or 0)
 
     # --- rebuilds: days that were final and got new events (an import) are rolled up again
     def mark_rebuild(self, app_id: str, day: str) -> None:

@@ -110,3 +110,20 @@ def test_resolve_uses_the_given_or_default_server(mongo_server, monkeypatch):
     assert embedded.resolve(None, embed=True) == (mongo_server.uri, None)
     monkeypatch.setattr(embedded, "DEFAULT_URI", "mongodb://127.0.0.1:1")
     assert embedded.resolve(None, embed=False) == ("mongodb://127.0.0.1:1", None)
+
+
+def test_an_app_update_on_a_stale_read_changes_nothing(astore):
+    """Two commands that read an app and then write it (rotate-key, counter add/rm): the second write,
+    made on what it read before the first landed, is refused and writes nothing."""
+    from etcdcron.analytics.events import App
+    from etcdcron.errors import ConcurrentChange
+
+    app = astore.create_app(App.new("race", "UTC"))
+    first, rev = astore.app_with_rev("race")
+    _, same = astore.app_with_rev(app.id)
+    astore.update_app(app.id, {"key": "a" * 32, "old_key": first.key, "old_key_until": 1e10}, rev=rev)
+    before = astore.db.apps.find_one({"_id": app.id})
+    with pytest.raises(ConcurrentChange):
+        astore.update_app(app.id, {"key": "b" * 32, "old_key": first.key, "old_key_until": 1e10}, rev=same)
+    assert astore.db.apps.find_one({"_id": app.id}) == before and astore.app(app.id).key == "a" * 32
+    assert astore.app_with_rev("race")[1] == rev + 1
