@@ -257,16 +257,22 @@ def _number(value: Any, name: str, low: float, high: float) -> float:
     return value
 
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_JSON_TOKEN = re.compile(rb'\\.|["\[\]{}]', re.S)  # an escape pair (one token: \" never ends a string), a quote, a bracket
 
 
 def check_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> None:
-    """Refuse JSON nested deeper than ``limit`` before it is parsed: strings (with their escapes) are
-    cut out, then the brackets left are counted; linear in the body, stops at the first level too deep."""
-    depth = 0
-    for b in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKET):
-        if b in b"[{":
+    """Refuse JSON nested deeper than ``limit`` before it is parsed: one pass over the escape pairs,
+    quotes and brackets (brackets inside strings do not count); linear in the body (a regular
+    expression cutting strings out went quadratic on runs of escaped quotes: a signed 1 MiB body would
+    have held the event loop for most of an hour), and it stops at the first level too deep."""
+    depth, in_string = 0, False
+    for m in _JSON_TOKEN.finditer(body):
+        token = m.group()
+        if token == b'"':
+            in_string = not in_string
+        elif in_string or len(token) == 2:
+            continue
+        elif token in (b"[", b"{"):
             depth += 1
             if depth > limit:
                 raise Refused(400, f"malformed body: JSON nested deeper than {limit} levels")

@@ -238,6 +238,22 @@ def test_json_depth_is_taken_at_the_limit_and_refused_one_past_it(serve, astore)
     assert [d["_id"] for d in s.events()] == [f"{app.id}:e{MAX_JSON_DEPTH - 3}"]
 
 
+def test_the_depth_check_is_linear_on_runs_of_escaped_quotes():
+    """A 1 MiB body of escaped quotes in an unterminated string (what a signed malicious batch can be)
+    is checked in one pass: well under 10 s here, where the check that cut strings out with a regular
+    expression went quadratic and would have held the collector's event loop for most of an hour
+    (found in review: a 60 KB body took 10.8 s). The bound is 100 times the time it takes."""
+    import subprocess
+    import sys
+
+    code = ("from etcdcron.analytics.events import check_depth\n"
+            "check_depth(b'{\"events\": [\"' + b'\\\\\"' * 500_000 + b'  ')")
+    try:  # a process of its own: a regular expression holds the GIL, so a thread could not be timed out
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the depth check of a 1 MiB body did not finish within 10 s") from None
+
+
 def test_a_deep_goanalytics_usage_body_is_refused_with_400(serve, astore):
     """A usage body of 4,000 nested arrays (under the 4 KiB cap) answers 400, not 500; nothing stored."""
     s = serve()
