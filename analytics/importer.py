@@ -34,7 +34,7 @@ import re
 import sys
 import time
 import zlib
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Annotated, Any, Callable, ContextManager, Iterator, Optional
@@ -47,7 +47,7 @@ from etcdcron.errors import InvalidInput
 
 from .cli import AppRef, Json, _out, _store
 from .days import day_of
-from .errors import MongoError, Refused
+from .errors import Refused
 from .events import MAX_FUTURE, App, Event, goa_event, parse_event
 
 FORMATS = ("ndjson", "csv", "goanalytics")
@@ -314,11 +314,20 @@ def _store_pass(store, app: App, path: Path, fmt: str, skip_bad: bool, now: floa
                 progress: Progress) -> dict[str, Any]:
     tally = Tally()
     stored = duplicates = 0
-    rebuild_from: str | None = None
+    rebuild_from: str | None = None  # the earliest day that got events
+    filed: list[str] = []  # rebuild requests this import filed, each for an earlier day than the last
     docs: list[dict[str, Any]] = []
 
     def flush() -> None:
         nonlocal stored, duplicates, rebuild_from
+        if not docs:
+            return
+        # The request goes in before the events: an insert that fails after MongoDB applied it, or a
+        # killed import, leaves events a rerun will call duplicates, and their days must still be rebuilt.
+        low = min(doc["day"] for doc in docs)
+        if not filed or low < requested[0]:
+            filed.append(store.mark_rebuild(app.id, low))
+            requested[0] = low
         dups = store.insert_events(docs)
         for i, doc in enumerate(docs):
             if i not in dups:
@@ -327,28 +336,26 @@ def _store_pass(store, app: App, path: Path, fmt: str, skip_bad: bool, now: floa
         duplicates += len(dups)
         docs.clear()
 
-    try:
-        with progress(f"importing {path.name}") as bar:
-            for number, event, day in scan(path, fmt, app, now, purged, bar.update):
-                tally.read += 1
-                if isinstance(event, str):
-                    if not skip_bad:  # it passed the check a moment ago
-                        raise InvalidInput(f"{path.name} changed while it was imported: line {number}: {event}")
-                    tally.refuse(number, event)
-                    continue
-                tally.good(day)
-                docs.append(event.doc(app))
-                if len(docs) >= CHUNK:
-                    flush()
-            flush()
-    except BaseException:
-        # What was stored stays (a rerun skips it): its days must still be rolled up again.
+    requested = [""]
+    with progress(f"importing {path.name}") as bar:
+        for number, event, day in scan(path, fmt, app, now, purged, bar.update):
+            tally.read += 1
+            if isinstance(event, str):
+                if not skip_bad:  # it passed the check a moment ago
+                    raise InvalidInput(f"{path.name} changed while it was imported: line {number}: {event}")
+                tally.refuse(number, event)
+                continue
+            tally.good(day)
+            docs.append(event.doc(app))
+            if len(docs) >= CHUNK:
+                flush()
+        flush()
+    # Through without an error: one request for exactly the days that got events (none for a rerun
+    # that stored nothing). After an error the requests filed stay: broader than needed, never less.
+    if filed and (rebuild_from is None or len(filed) > 1 or requested[0] != rebuild_from):
         if rebuild_from is not None:
-            with suppress(MongoError):
-                store.mark_rebuild(app.id, rebuild_from)
-        raise
-    if rebuild_from is not None:
-        store.mark_rebuild(app.id, rebuild_from)
+            store.mark_rebuild(app.id, rebuild_from)
+        store.clear_rebuilds(filed)
     return _summary(app, path, fmt, tally, stored, duplicates, rebuild_from)
 
 

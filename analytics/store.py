@@ -168,10 +168,13 @@ class AnalyticsStore:
         return App.from_doc(doc), int(doc.get("rev") or 0)
 
     # --- rebuilds: days that were final and got new events (an import) are rolled up again
-    def mark_rebuild(self, app_id: str, day: str) -> None:
-        """Ask the next rollup to rebuild ``day`` and every later day (and the jobs after it to follow)."""
+    def mark_rebuild(self, app_id: str, day: str) -> str:
+        """Ask the next rollup to rebuild ``day`` and every later day (and the jobs after it to follow);
+        returns the request's id."""
+        request = f"{app_id}|{uuid.uuid4().hex}"
         with mapped("rebuild request"):
-            self.db.rebuilds.insert_one({"_id": f"{app_id}|{uuid.uuid4().hex}", "app": app_id, "day": day})
+            self.db.rebuilds.insert_one({"_id": request, "app": app_id, "day": day})
+        return request
 
     def rebuilds(self, app_id: str) -> list[tuple[str, str]]:
         """Pending rebuild requests of an app: (request id, first day)."""

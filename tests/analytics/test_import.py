@@ -254,6 +254,30 @@ def test_rebuild_starts_at_the_earliest_day_that_got_new_events(astore, app, tmp
     assert [d for _, d in astore.rebuilds(app.id)] == [day(4)]
 
 
+def test_an_insert_that_fails_after_it_was_applied_keeps_its_rebuild_request(astore, app, tmp_path, monkeypatch):
+    """MongoDB applies an insert and the answer is lost (or the import is killed right after): the
+    rebuild request is already filed, and a rerun, which finds every event already there, leaves it
+    in place (found in review: the request was filed after the insert, so it was lost for good)."""
+    from etcdcron.analytics.errors import MongoUnavailable
+
+    real = astore.insert_events
+
+    def applied_then_lost(docs):
+        real(docs)
+        raise MongoUnavailable("MongoDB unavailable during event insert: connection closed")
+
+    monkeypatch.setattr(astore, "insert_events", applied_then_lost)
+    path = write_ndjson(tmp_path / "h.ndjson", events())
+    with pytest.raises(MongoUnavailable):
+        importer.import_file(astore, app, path, "ndjson")
+    monkeypatch.setattr(astore, "insert_events", real)
+    assert stored(astore, app) == expected(app, events())
+    assert [d for _, d in astore.rebuilds(app.id)] == [day(1)]
+    again = importer.import_file(astore, app, path, "ndjson")
+    assert (again["stored"], again["rebuild_from"]) == (0, None)
+    assert [d for _, d in astore.rebuilds(app.id)] == [day(1)]
+
+
 def test_streams_in_chunks_with_progress_in_bytes(astore, app, tmp_path, monkeypatch):
     """Inserts go in chunks of CHUNK events; each pass reports progress adding up to the file's size."""
     monkeypatch.setattr(importer, "CHUNK", 3)
