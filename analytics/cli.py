@@ -130,9 +130,14 @@ def register(app: typer.Typer) -> None:
                 raise InvalidApp(f"bad --from {since!r}: must be a day, YYYY-MM-DD") from None
         with _store(cfg["mongo.uri"]) as store:
             target = store.app(app_ref)
+            purged = store.purged_before(target.id)
+            if since is not None and purged and since < purged:
+                raise InvalidApp(f"bad --from {since}: the raw events of app {target.name!r} before {purged} were purged, "
+                                 f"so those days cannot be built again (rebuild from {purged} or later)")
             day = since or store.first_event_day(target.id)
             if day is None:
                 raise InvalidApp(f"app {target.name!r} has no events: nothing to rebuild")
+            day = max(day, purged or day)
             store.mark_rebuild(target.id, day)
         _out({"app": target.name, "from": day}, as_json,
              f"the next rollup of {target.name} rebuilds its days from {day}; the jobs after it follow")

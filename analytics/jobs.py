@@ -82,21 +82,26 @@ def rollup_app(store: AnalyticsStore, app: App, now: float, fence: int) -> dict[
     final = state.get("final")
     requests = store.rebuilds(app.id)
     first = state.get("first")
-    reopened = _reopened(final, app, now)
+    reopened = _reopened(final, app, now, state.get("grace", app.grace))
     if reopened is not None:
         requests = requests + [("", reopened)]  # not a stored request: nothing to clear
     if requests:
         # An import stored events for days that may be final already: roll them up again from the
         # earliest, and every later day. Imports only add events, so the devices' activity bits stay
         # right and re-rolling the days in order rewrites every row that depends on them. The jobs
-        # after this one see the rebuild in ``rebuilt`` and redo their days from there.
+        # after this one see the rebuild in ``rebuilt`` and redo their days from there. Days whose
+        # raw events the purge deleted are never rolled up again: they would come out empty.
         again = min(day for _, day in requests)
+        purged = store.purged_before(app.id)
+        if purged and again < purged:
+            log.warning("analytics.rebuild_after_purge", app=app.name, asked=again, start=purged, fence=fence)
+            again = purged
         if final and again <= final:
             gen = state.get("gen", 0) + 1
             log_ = (state.get("rebuilt") or [])[-(REBUILD_LOG - 1):] + [[gen, again]]
             first = min(first or again, again)
             final = dd.shift(again, -1)
-            _advance(store, "rollup", app, fence, first=first, final=final, gen=gen, rebuilt=log_)
+            _advance(store, "rollup", app, fence, first=first, final=final, gen=gen, rebuilt=log_, grace=app.grace)
             log.info("analytics.rebuild", app=app.name, day=again, gen=gen, fence=fence)
     start = dd.shift(final, 1) if final else store.first_event_day(app.id)
     if start is None:
@@ -104,7 +109,7 @@ def rollup_app(store: AnalyticsStore, app: App, now: float, fence: int) -> dict[
         return {"days": [], "final": None}
     first = min(first or start, start)
     done = []
-    counters = {c.name: c.type for c in app.counters}
+    counters = _counter_types(store, app)
     for day in dd.span(start, dd.last_closed(now, app.tz)):
         summary = summarize(store.day_events(app.id, day), counters)
         known = store.by_ids("devices", [f"{app.id}|{dev}" for dev in summary.totals], {"first": 1, "bits": 1})
@@ -125,21 +130,30 @@ def rollup_app(store: AnalyticsStore, app: App, now: float, fence: int) -> dict[
         done.append(day)
         if is_final:
             final = day
-            _advance(store, "rollup", app, fence, first=first, final=final)
+            _advance(store, "rollup", app, fence, first=first, final=final, grace=app.grace)
         log.info("analytics.rolled_up", app=app.name, day=day, final=is_final, devices=daily["dau"], fence=fence)
     store.clear_rebuilds([i for i, _ in requests if i])
     return {"days": done, "final": final}
 
 
-def _reopened(final: str | None, app: App, now: float) -> str | None:
-    """The first day up to ``final`` that is not final under the app's grace now (a longer grace
-    reopens days for late events: they are rolled up again until final again); None when none is."""
-    if not final or dd.is_final(final, app.tz, app.grace, now):
+def _reopened(final: str | None, app: App, now: float, grace: float) -> str | None:
+    """After the app's grace grew beyond ``grace`` (the one its last final day was made final under),
+    the first day up to ``final`` that is not final under the new grace: a longer grace reopens days
+    for late events, and they are rolled up again until final again. None when none is (and always
+    when the grace did not grow: a firing older than the last run's sees no day reopened)."""
+    if not final or app.grace <= grace or dd.is_final(final, app.tz, app.grace, now):
         return None
     day = final
     while dd.is_final(dd.shift(day, -1), app.tz, app.grace, now) is False and day > dd.shift(final, -10):
         day = dd.shift(day, -1)
     return day
+
+
+def _counter_types(store: AnalyticsStore, app: App) -> dict[str, str]:
+    """Counter name -> type: the declared counters and the removed ones (`apps counter rm`), whose
+    events stored before the removal still add up on days not final yet."""
+    retired = (store.one("apps", app.id) or {}).get("retired_counters") or {}
+    return {**{name: c["type"] for name, c in retired.items()}, **{c.name: c.type for c in app.counters}}
 
 
 def _users_day(store: AnalyticsStore, app: App, day: str, uids: set[str], fence: int) -> dict[str, int]:
@@ -297,7 +311,8 @@ def retention_day_job(store: AnalyticsStore, app: App, day: str, fence: int) -> 
             fields["ub_asof"] = day
         out.append((f"{app.id}|{cohort}", fields))
     _write(store, "retention", out, fence)
-    _active_retention_day(store, app, day, [r.get("win", 0) for r in rows], fence)
+    if all("win" in r for r in rows):  # rows rolled up before the window existed: not known, not 0 %
+        _active_retention_day(store, app, day, [r["win"] for r in rows], fence)
 
 
 def _active_retention_day(store: AnalyticsStore, app: App, day: str, wins: list[int], fence: int) -> None:
@@ -326,9 +341,12 @@ def purge(ctx) -> dict[str, Any]:
         final = store.state("rollup", app.id).get("final")
         if not final:
             return {"deleted": 0, "before": None}
-        before = min(dd.shift(dd.day_of(now, app.tz), -keep), dd.shift(final, 1))
-        deleted = store.purge_events(app.id, before)
+        before = min(dd.shift(dd.day_of(now, app.tz), -keep), dd.shift(final, 1),
+                     *(day for _, day in store.rebuilds(app.id)))  # a pending rebuild still needs its days
+        # Recorded before deleting: a run that dies between the two must not leave days the rollup
+        # would rebuild (an import, a longer grace) without their events.
         _advance(store, "purge", app, fence, before=max(before, store.purged_before(app.id) or before))
+        deleted = store.purge_events(app.id, before)
         log.info("analytics.purged", app=app.name, before=before, deleted=deleted, fence=fence)
         return {"deleted": deleted, "before": before}
 

@@ -149,14 +149,18 @@ def top_values(counts: dict[str, dict[str, int]], n: int, order: str = "dau") ->
 
 
 def breakdowns(summary: DaySummary, new: set[str], n: int) -> dict[str, dict[str, Any]]:
-    """Per dimension: launches, DAU and new devices of each value (top ``n``, the rest as other).
-    A device counts under every value it used that day; a new device only under its first event's."""
+    """Per dimension: launches, DAU and new devices of each value (top ``n``, the rest as other, whose
+    DAU counts distinct devices). A device counts under every value it used that day; a new device
+    only under its first event's."""
     out = {}
     for i, (name, _) in enumerate(DIMS):
         new_by: Counter[str] = Counter(summary.first_event[dev][i] for dev in new)
         counts = {v: {"launches": launches, "dau": len(ds), "new": new_by.get(v, 0)}
                   for v, (launches, ds) in summary.dims[name].items()}
         rows, other = top_values(counts, n)
+        if other:  # distinct devices: one that used several of the merged values counts once
+            kept = {r["value"] for r in rows}
+            other["dau"] = len(set().union(*(ds for v, (_, ds) in summary.dims[name].items() if v not in kept)))
         out[name] = {"values": rows, "other": other}
     return out
 

@@ -120,9 +120,15 @@ def _compare_extra(world: World, raw: list[dict], tz: str, last: date, top: int)
     want = compute_extra(raw, tz, last, COUNTERS)
     got = stored_extra(world)
     assert set(got["breakdowns"]) == set(want["breakdowns"])
+    fields = {"channel": "ch", "platform": "pf", "version": "ver"}
     for day, dims in want["breakdowns"].items():
         for dim, values in dims.items():
-            assert got["breakdowns"][day][dim] == top_n(values, top), f"breakdown {dim} {day}"
+            kept, other = top_n(values, top)
+            if other:  # other's DAU: distinct devices that used any merged value that day (not the sum)
+                merged = set(values) - {v for v, _ in kept}
+                other = {**other, "dau": len({e["dev"] for e in raw if dd_day(e["ts"], tz) == day
+                                              and e.get(fields[dim], "") in merged})}
+            assert got["breakdowns"][day][dim] == (kept, other), f"breakdown {dim} {day}"
     assert got["users"] == want["users"]
     assert got["active_retention"] == want["active_retention"]
     assert got["custom"] == _expected_custom(want["custom"], top)
