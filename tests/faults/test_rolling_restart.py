@@ -38,9 +38,9 @@ def _overlaps(lines: list[Line]) -> list[str]:
     return bad
 
 
-def _fresh_run(c, node: str, within: float = 1.5) -> bool:
+def _fresh_run(c, node: str, within: float = 3.0) -> bool:
     """Has ``node`` started, in the last ``within`` seconds, a run that has not ended (so that it
-    certainly outlives the grace)?"""
+    certainly outlives the grace: a run beats for 6 s, the grace is 2 s)?"""
     lines, now = c.lines(), time.time()
     ended = {(ln.job, ln.slot, ln.fence) for ln in lines if ln.what == "end"}
     return any(ln.node == node and ln.what == "start" and now - ln.at < within and (ln.job, ln.slot, ln.fence) not in ended
@@ -61,7 +61,9 @@ def test_rolling_restart_keeps_forbid_and_loses_nothing(etcd3_shared, make_clust
     exits = []
     for _ in range(int(scale(1, 4))):
         for victim in ids:
-            assert wait_for(lambda: _fresh_run(c, victim), 30, step=0.05), f"{victim} never started a run"
+            # 12 firings in 30 s all owned by the other two nodes happens about once in 130 rounds
+            # ((2/3)^12), which failed this suite once on a loaded machine; 60 s makes it (2/3)^24.
+            assert wait_for(lambda: _fresh_run(c, victim), 60, step=0.05), f"{victim} never started a run"
             t0 = time.monotonic()
             c.signal(victim, signal.SIGTERM)
             c.procs[victim].wait(timeout=GRACE + KILL_GRACE + 5 + 5)
