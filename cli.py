@@ -323,7 +323,7 @@ def trigger(name: str,
         return
     if not as_json:
         typer.echo(f"triggered job {name} at {_ts(t.at)}, waiting for its outcome")
-    out = adm.wait_trigger(t, timeout)
+    out = adm.wait_trigger(t, timeout, notify=lambda text: typer.echo(f"warning: {text}", err=True))
     data = triggered | (out.run or {"state": None}) | {"final": out.final, "note": out.note}
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))

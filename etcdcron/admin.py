@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -159,7 +160,8 @@ class Admin:
         now = time.time()
         return Triggered(name, now, spec.level, self.store.put(self.keys.trigger(name), json.dumps({"at": now})))
 
-    def wait_trigger(self, t: "Triggered", timeout: float | None = None) -> "TriggerOutcome":
+    def wait_trigger(self, t: "Triggered", timeout: float | None = None,
+                     notify: Callable[[str], None] | None = None, notify_after: float = 30.0) -> "TriggerOutcome":
         """Follow the firing that request ``t`` became until its record is final, or ``timeout`` seconds.
 
         Exactly that firing, whatever else the job runs meanwhile: a node consumes the request (deletes
@@ -172,10 +174,17 @@ class Admin:
         Both steps wait on etcd watches from the revision already known (nothing slips between a read
         and the watch); a watch that falls behind a compaction hands over the key as it is now."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Without a timeout a request no node takes would be waited for forever: say so once.
+        nudge = time.monotonic() + notify_after if notify is not None and (timeout is None or timeout > notify_after) else None
         with _KeyEvents(self.store, self.keys.trigger(t.job), t.revision + 1) as events:
             consumed = None  # revision of the transaction that took the request; 0: taken, revision unknown
             while consumed is None:
-                got = events.next(deadline)
+                got = events.next(deadline if nudge is None else min(nudge, deadline or nudge))
+                if got is None and nudge is not None and (deadline is None or time.monotonic() < deadline):
+                    notify(f"job {t.job}: no node has taken the trigger after {notify_after:g} s (is a node serving "
+                           f"level {t.level} running?); still waiting")
+                    nudge = None
+                    continue
                 if got is None:
                     return TriggerOutcome(t, None, False, f"job {t.job}: no node took the trigger within {timeout:g} s "
                                           f"(is a node serving level {t.level} running?); the request stays in etcd")

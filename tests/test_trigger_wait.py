@@ -199,3 +199,16 @@ def test_refusals_exit_2_with_one_line_and_change_nothing(etcd, prefix, store, a
     assert len(lines) == 1 and needle in lines[0], lines
     assert "Traceback" not in r.stderr and r.stdout == ""
     assert _snapshot(store, prefix) == before
+
+
+def test_a_wait_without_timeout_says_once_that_no_node_took_the_trigger(tc):
+    """Without --timeout a request no node takes would be waited for forever: after a while the wait
+    says so, once, and goes on waiting (found in review: it waited in silence)."""
+    from etcdcron.admin import Admin
+
+    _add(tc, "unserved", "true", "--level", "3")
+    adm = Admin(tc.store, tc.keys)
+    told: list[str] = []
+    out = adm.wait_trigger(adm.request_trigger("unserved"), timeout=2.5, notify=told.append, notify_after=0.5)
+    assert not out.final and "no node took the trigger within 2.5 s" in out.note
+    assert len(told) == 1 and "no node has taken the trigger after 0.5 s" in told[0] and "level 3" in told[0]
