@@ -251,22 +251,24 @@ def test_counters_are_limited(mongo_uri, astore, shop):
     (["apps", "counter", "rm", "shop", "level"], "app shop has no counter 'level'"),
     (["apps", "counter", "rm", "ghost", "plays"], "unknown app 'ghost'"),
 ])
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(mongo_uri, astore, shop, args, needle):
-    """Each bad option, name or app: one line naming it, exit 2, every app document byte for byte as before."""
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(mongo_uri, astore, shop, args, needle, capsys):
+    """Each bad option, name or app: one line naming it, exit 2, every app document byte for byte as
+    before (the command line in this process: etcdcron.cli.main, the binary's error mapping; a few
+    cases also run as a subprocess in test_cli.py)."""
+    from etcdcron.cli import main
+
     astore.create_app(App.new("other", "UTC"))
     before = raw(astore)
-    r = cli(mongo_uri, *args)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+    code = main([*args, "--mongo", mongo_uri])
+    out = capsys.readouterr()
+    assert code == 2, (out.out, out.err)
+    assert needle in out.err and len(out.err.strip().splitlines()) == 1 and out.out == ""
     assert raw(astore) == before
 
 
-@pytest.mark.parametrize("args", [
-    ["apps", "show", "shop"], ["apps", "set", "shop", "--grace", "60"], ["apps", "rotate-key", "shop"],
-    ["apps", "counter", "add", "shop", "x", "--type", "sum"], ["apps", "counter", "ls", "shop"],
-    ["apps", "counter", "rm", "shop", "x"],
-])
+@pytest.mark.parametrize("args", [["apps", "show", "shop"], ["apps", "rotate-key", "shop"]])
 def test_unreachable_mongo_is_one_line_and_exit_1(args):
-    """With no MongoDB at the URI, each command says so in one line and exits 1."""
+    """With no MongoDB at the URI, a command that reads and one that writes say so in one line and exit
+    1 (every apps command opens MongoDB through the same `_store`; each case waits out its 3 s timeout)."""
     r = cli("mongodb://127.0.0.1:1/x", *args)
     assert r.returncode == 1 and "MongoDB unavailable" in r.stderr and len(r.stderr.strip().splitlines()) == 1

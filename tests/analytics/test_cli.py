@@ -51,6 +51,8 @@ def test_apps_create_prints_id_and_key_and_ls_lists_it(mongo_uri, astore):
     (["analytics", "rebuild", "--app", "taken", "--from", "2024-13-01"], "--from"),
     (["analytics", "rebuild", "--app", "taken"], "no events"),
     (["analytics", "rebuild", "--app", "ghost"], "unknown app 'ghost'"),
+    (["apps", "set", "taken", "--tz", "Asia/Tokyo"], "cannot change --tz"),
+    (["apps", "rotate-key", "taken", "--overlap", "24"], "bad --overlap '24'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(mongo_uri, astore, args, needle):
     """Bad zone, name, grace, a taken name, an unknown app: one line naming it, exit 2, nothing written."""
