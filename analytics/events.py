@@ -198,11 +198,16 @@ class Event:
         return d
 
 
-def check_time(event: Event, app: App, now: float) -> None:
-    """Refuse an event stamped too far ahead of ``now``, or for a day the collector no longer takes."""
+def check_future(event: Event, now: float) -> None:
+    """Refuse an event stamped more than MAX_FUTURE ahead of ``now`` (the collector's and the import's rule)."""
     if event.ts > now + MAX_FUTURE:
         raise Refused(422, f"timestamp {event.ts:g} is {event.ts - now:.0f} s in the future (limit {MAX_FUTURE:.0f} s; "
                            "timestamps are Unix seconds)")
+
+
+def check_time(event: Event, app: App, now: float) -> None:
+    """Refuse an event stamped too far ahead of ``now``, or for a day the collector no longer takes."""
+    check_future(event, now)
     day = day_of(event.ts, app.tz)
     if not accepts(day, app.tz, app.grace, now):
         raise Refused(422, f"timestamp {event.ts:g} is too old: its day {day} ({app.tz}) closed more than "

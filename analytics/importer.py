@@ -48,7 +48,7 @@ from etcdcron.errors import InvalidInput
 from .cli import AppRef, Json, _out, _store
 from .days import day_of
 from .errors import Refused
-from .events import MAX_FUTURE, App, Event, goa_event, parse_event
+from .events import App, Event, check_future, goa_event, parse_event
 
 FORMATS = ("ndjson", "csv", "goanalytics")
 EXTENSIONS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv"}
@@ -250,9 +250,7 @@ def goanalytics_event(doc: Any) -> Event:
 def check_time(event: Event, app: App, now: float, purged_before: str | None) -> str:
     """The event's day; refuses a timestamp more than MAX_FUTURE ahead of ``now`` (the collector's
     rule) and a day whose raw events were purged. Past days are otherwise taken: that is history."""
-    if event.ts > now + MAX_FUTURE:
-        raise Refused(422, f"timestamp {event.ts:g} is {event.ts - now:.0f} s in the future (limit {MAX_FUTURE:.0f} s; "
-                           "timestamps are Unix seconds)")
+    check_future(event, now)
     day = day_of(event.ts, app.tz)
     if purged_before is not None and day < purged_before:
         raise Refused(422, f"day {day} ({app.tz}) is before {purged_before}, where the purge job deleted the app's raw "

@@ -110,12 +110,14 @@ def rollup_app(store: AnalyticsStore, app: App, now: float, fence: int) -> dict[
     first = min(first or start, start)
     done = []
     counters = _counter_types(store, app)
+    users_total = (store.one("daily_metrics", f"{app.id}|{dd.shift(start, -1)}") or {}).get("users_total", 0)
     for day in dd.span(start, dd.last_closed(now, app.tz)):
         summary = summarize(store.day_events(app.id, day), counters)
         known = store.by_ids("devices", [f"{app.id}|{dev}" for dev in summary.totals], {"first": 1, "bits": 1})
         day_rows, dev_rows, daily = roll_day(app.id, day, summary.totals, known)
         new = {r[1]["dev"] for r in day_rows if r[1]["first"] == day}
-        users = _users_day(store, app, day, summary.uids, fence)
+        users = _users_day(store, app, day, summary.uids, users_total, fence)
+        users_total = users["users_total"]
         is_final = dd.is_final(day, app.tz, app.grace, now)
         # Rows that are new go in by bulk insert (a day's first build; devices seen first).
         first_build = store.one("daily_metrics", f"{app.id}|{day}") is None
@@ -156,9 +158,10 @@ def _counter_types(store: AnalyticsStore, app: App) -> dict[str, str]:
     return {**{name: c["type"] for name, c in retired.items()}, **{c.name: c.type for c in app.counters}}
 
 
-def _users_day(store: AnalyticsStore, app: App, day: str, uids: set[str], fence: int) -> dict[str, int]:
+def _users_day(store: AnalyticsStore, app: App, day: str, uids: set[str], total_before: int, fence: int) -> dict[str, int]:
     """Registered users of ``day``: active, new (first seen on ``day``) and the total so far. A user's
-    first day is the earliest rolled up; days are rolled in order, so the total is yesterday's plus today's new."""
+    first day is the earliest rolled up; days are rolled in order, so the total is ``total_before``
+    (yesterday's) plus today's new."""
     known = store.by_ids("users", [f"{app.id}|{u}" for u in uids], {"first": 1})
     seen, moved, new = [], [], 0
     for uid in sorted(uids):
@@ -172,8 +175,7 @@ def _users_day(store: AnalyticsStore, app: App, day: str, uids: set[str], fence:
             moved.append(row)
     _write(store, "users", seen, fence, insert_first=True)
     _write(store, "users", moved, fence)
-    before = store.one("daily_metrics", f"{app.id}|{dd.shift(day, -1)}") or {}
-    return {"users_active": len(uids), "users_new": new, "users_total": before.get("users_total", 0) + new}
+    return {"users_active": len(uids), "users_new": new, "users_total": total_before + new}
 
 
 # --- the jobs that read rollup's final days
