@@ -22,6 +22,7 @@ import hashlib
 import json
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -34,6 +35,7 @@ from .states import UNFINISHED, State, Why
 from .store import KV, EtcdStore
 
 BATCH = 64  # firings per claim round trip (etcd allows 128 operations per transaction by default)
+LINGER = 0.1  # a completion sent less than this after the previous round trip waits to share the next one
 ETCD_OUTPUT = 512  # bytes of a run's output tail kept in its etcd record (the history store keeps 4 KiB)
 
 
@@ -202,8 +204,11 @@ def _dump(data: dict[str, Any]) -> bytes:
 class Claims:
     """The transactions on claims; each returns what happened, none retries on its own."""
 
-    def __init__(self, store: EtcdStore, keys: Keys, node_id: str, on_record=None, metrics: Metrics | None = None) -> None:
+    def __init__(self, store: EtcdStore, keys: Keys, node_id: str, on_record=None, metrics: Metrics | None = None,
+                 linger: float = LINGER) -> None:
         self.store, self.keys, self.node_id = store, keys, node_id
+        self.linger = linger
+        self._last_send = float("-inf")  # monotonic: when the last group of completions was sent
         metrics = metrics or Metrics.off()
         self._claim_txn, self._complete_txn = metrics.claim_txn, metrics.complete_txn  # round-trip latency
         # called with (job, slot, record) for every final record we write: the long-term history
@@ -337,7 +342,10 @@ class Claims:
 
         Completions are group-committed: those queued while a round trip is in flight share the next
         one (a nested transaction each), so a node finishing hundreds of runs a second neither pays a
-        round trip per run nor holds a worker for it. The etcd record keeps a short output tail; the
+        round trip per run nor holds a worker for it. A completion that comes less than ``linger``
+        after the previous round trip waits out the rest of it, gathering the others that come
+        meanwhile: at most one completion round trip per ``linger`` (unless a batch fills), while an
+        isolated completion is sent at once. The etcd record keeps a short output tail; the
         history store gets the whole record."""
         ck, rk = self.keys.claim(job, slot), self.keys.running(job, slot)
         record = ClaimRecord.of(**record) if isinstance(record, dict) else record
@@ -365,9 +373,11 @@ class Claims:
             items = held or [self._group.get()]
             held = []
             firings = {(it[2], it[3]) for it in items}
+            until = self._last_send + self.linger
             while len(items) < BATCH:
                 try:
-                    item = self._group.get_nowait()
+                    left = until - time.monotonic()
+                    item = self._group.get(timeout=left) if left > 0 else self._group.get_nowait()
                 except queue.Empty:
                     break
                 # etcd refuses a transaction that names one key twice, and would refuse the whole batch
@@ -376,6 +386,7 @@ class Claims:
                 else:
                     firings.add((item[2], item[3]))
                     items.append(item)
+            self._last_send = time.monotonic()
             outcomes = self._send(items)
             for (_, done, job, slot, rec), ok in zip(items, outcomes):
                 if isinstance(ok, Exception):

@@ -52,6 +52,8 @@ class NodeConfig:
     takeover: float = 0.4  # seconds between ranks when the owner does not act (not a divisor of 1 s: rank
     # checks then fall between the bursts of every-second jobs)
     claim_ahead: float = 0.2  # claim this long before the instant, so that the run starts on time
+    claim_window: float = 0.3  # when a claim falls due, the claims due this much later are made with it
+    # (one round trip for firings spread across the second: jitter, @every offsets)
     grace: float = 30.0  # SIGTERM: how long running jobs may finish
     max_skew: float = 2.0  # refuse to execute when our clock is off etcd's by more than this
     mongo: str | None = None  # MongoDB URI: run history (job_runs) and the analytics builtins
@@ -83,6 +85,7 @@ class Node:
         self.on_drain = on_drain
         self.stopping = threading.Event()
         self._heap: list[Entry] = []
+        self._fires: list[Entry] = []  # the FIRE entries, apart: the timer takes them in windows
         self._seq = itertools.count()
         self._gen: dict[str, int] = {}  # job -> generation of its live chain of "fire" entries
         self._seen: set[tuple] = set()  # control requests already scheduled here
@@ -131,6 +134,7 @@ class Node:
             self._starts_direct = True
             starts = sorted(e for e in self._heap if e.kind is Task.START)
             self._heap.clear()
+            self._fires.clear()
         for e in starts:
             self._due(e, [])
         # runs, and claims in flight whose runs are still to be queued; completions until acknowledged
@@ -335,7 +339,7 @@ class Node:
               gen: int = 0, extra: tuple = ()) -> None:
         entry = Entry(due, next(self._seq), kind, job, slot, rev, claim, gen, extra)
         with self._lock:
-            heapq.heappush(self._heap, entry)
+            heapq.heappush(self._fires if kind is Task.FIRE else self._heap, entry)
 
     def _push_ranked(self, kind: Task, key: str, spec: JobSpec, base: float, slot: int, rev: int,
                      claim: Claim | None = None, extra: tuple = ()) -> None:
@@ -363,7 +367,9 @@ class Node:
                 due: list[Entry] = []
                 while self._heap and self._heap[0].due <= now:
                     due.append(heapq.heappop(self._heap))
-                delay = (self._heap[0].due - now) if self._heap else 1.0
+                self._take_fires(now, due)
+                delay = min(self._heap[0].due if self._heap else now + 1.0,
+                            self._fires[0].due if self._fires else now + 1.0) - now
             if self.clock.monotonic() >= self._next_sweep:
                 self._next_sweep = self.clock.monotonic() + SWEEP_EVERY
                 self.submit(self.firing.adopt_orphans)
@@ -380,6 +386,22 @@ class Node:
             # everything due now is claimed in a few round trips, not one per firing
             for i in range(0, len(batch), BATCH):
                 self.submit(self.firing.fire_batch, batch[i:i + BATCH])
+
+    def _take_fires(self, now: float, due: list[Entry]) -> None:
+        """Once a claim is due, take with it those due within the claim window, so that firings spread
+        across the second share a round trip; each still runs at its own start time. An at-most-once
+        job (``--on-node-loss skip``) is claimed at its start only (see :func:`decide.claim_time`):
+        taking stops at the first of them. Called with the lock held."""
+        fires = self._fires
+        if not fires or fires[0].due > now:
+            return
+        horizon = now + self.cfg.claim_window
+        while fires and (fires[0].due <= now or (fires[0].due <= horizon and self._ahead_ok(fires[0].job))):
+            due.append(heapq.heappop(fires))
+
+    def _ahead_ok(self, job: str) -> bool:
+        found = self.view.jobs.get(job)
+        return found is not None and found[0].on_node_loss != "skip"
 
     def _recorded(self, job: str, slot: int, record: dict) -> None:
         """A final record this node wrote: into the history, and counted by outcome and level."""

@@ -237,3 +237,19 @@ def test_orphan_claim_on_our_lease_is_adopted_and_run(fstore, keys, nodes, tmp_p
         _record(fstore, keys, "job", slot)
     assert _record(fstore, keys, "job", slot)["adopted"] is True
     assert [ln["slot"] for ln in _ledger(led)].count(slot) == 1
+
+
+def test_spread_firings_share_round_trips(fstore, keys, nodes, tmp_path):
+    """Firings spread across the second (jitter) are claimed in windows and their completions
+    group-committed: far fewer claim and completion round trips than firings (one each before)."""
+    led = tmp_path / "ledger"
+    for i in range(60):
+        _put(fstore, keys, make_spec(f"s{i:02d}", "* * * * * *", builtin="ledger", args={"path": str(led)},
+                                     jitter=1, concurrency="allow", active_since=time.time()))
+    trips = fstore.arm(lambda put: any("/claims/" in k for k in put), when="never", times=10**9)
+    node = nodes("n1")
+    assert wait_for(lambda: node.stats["ran"] >= 30, 20)  # warmed up
+    trips0, ran0 = len(trips.hits), node.stats["ran"]
+    assert wait_for(lambda: node.stats["ran"] >= ran0 + 240, 30)
+    per_firing = (len(trips.hits) - trips0) / (node.stats["ran"] - ran0)
+    assert per_firing < 0.5, f"{per_firing:.2f} claim/completion round trips per firing"
