@@ -1,7 +1,8 @@
 """Small builtin jobs shipped with etcdcron (registered under the entry-point group ``etcdcron.jobs``).
 
 ``noop`` does nothing; ``ledger`` appends one JSON line per run to ``--arg path=FILE`` (tests and
-benchmarks read it); ``sleep`` sleeps ``--arg seconds=S``.
+benchmarks read it); ``sleep`` sleeps ``--arg seconds=S``; ``burn`` spends ``--arg ms=M`` of CPU (and
+writes the ledger line first when given ``path``), a job whose cost is CPU for overload benchmarks.
 """
 
 from __future__ import annotations
@@ -34,3 +35,14 @@ def ledger(ctx: RunContext) -> dict:
 def sleep(ctx: RunContext) -> None:
     """Sleep ``seconds`` (default 1)."""
     time.sleep(float(ctx.args.get("seconds", "1")))
+
+
+def burn(ctx: RunContext) -> dict | None:
+    """Append the ledger line (when ``path`` is given), then spend ``ms`` (default 1) milliseconds of
+    this thread's CPU time: a run that costs CPU, so a benchmark can reach a cluster's capacity
+    with fewer jobs. CPU time, not wall time: on a busy machine the run lasts longer, its cost stays."""
+    line = ledger(ctx) if "path" in ctx.args else None
+    end = time.thread_time() + float(ctx.args.get("ms", "1")) / 1000.0
+    while time.thread_time() < end:
+        pass
+    return line

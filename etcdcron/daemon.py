@@ -41,6 +41,7 @@ from .workers import Workers
 log = structlog.get_logger("etcdcron.node")
 
 SWEEP_EVERY = 2.0  # seconds between sweeps for claims and completions whose answers were lost
+CLAIMERS = 4  # threads that claim the firings due now (apart from the workers that run them)
 
 
 @dataclass
@@ -81,6 +82,9 @@ class Node:
         self.policy = RunPolicy(frozenset(config.allow_kinds), tuple(config.pass_env), tuple(config.http_allow))
         self.firing = Firing(self)
         self.pool = Workers(config.workers)
+        # claims never queue behind runs: under overload the runs queue, and a claim made late finds
+        # its job's previous run still queued and is skipped, which feeds the queue (issue 11)
+        self.claimer = Workers(CLAIMERS, name="claimer")
         self.leader = LeaderChores(self)
         self.on_drain = on_drain
         self.stopping = threading.Event()
@@ -159,6 +163,7 @@ class Node:
                 pass
         self.session.close(revoke=True)
         self.pool.shutdown()
+        self.claimer.shutdown()
         log.info("node.stopped", node=self.node_id, **self.stats)
 
     def _wait_held(self, deadline: float) -> bool:
@@ -326,6 +331,7 @@ class Node:
             else:
                 direct = True
         if direct:
+            self._queued(spec.name, slot)
             self.submit(self.firing.start, spec, slot, fence, reason, claimed=True)
         self._wake()
 
@@ -385,7 +391,7 @@ class Node:
                     log.error("timer.entry_failed", job=entry.job, slot=entry.slot, error=repr(exc)[:300])
             # everything due now is claimed in a few round trips, not one per firing
             for i in range(0, len(batch), BATCH):
-                self.submit(self.firing.fire_batch, batch[i:i + BATCH])
+                self.submit(self.firing.fire_batch, batch[i:i + BATCH], urgent=True)
 
     def _take_fires(self, now: float, due: list[Entry]) -> None:
         """Once a claim is due, take with it those due within the claim window, so that firings spread
@@ -424,13 +430,22 @@ class Node:
             elif isinstance(a, Schedule):
                 self._push(a.kind, a.due, a.job, a.slot, a.rev, a.claim, a.gen, a.extra)
             elif isinstance(a, Submit):
-                self.submit(self._work[a.kind], *a.args, claimed=a.kind is Task.START)
+                if a.kind is Task.START:
+                    self._queued(a.args[0].name, a.args[1])
+                self.submit(self._work[a.kind], *a.args, claimed=a.kind is Task.START, urgent=a.kind is Task.RESOLVE)
 
-    def submit(self, fn, *args, claimed: bool = False) -> None:
-        """Queue work on the pool; once stopping, only the runs of firings already claimed."""
+    def _queued(self, job: str, slot: int) -> None:
+        """Stamp a held firing whose run goes to the pool now (how long it waits there may shed it)."""
+        held = self.firing.local.get(job, slot)
+        if held is not None:
+            held.queued = self.clock.monotonic()
+
+    def submit(self, fn, *args, claimed: bool = False, urgent: bool = False) -> None:
+        """Queue work on the pool (``urgent``: on the claimers); once stopping, only the runs of
+        firings already claimed."""
         if self.stopping.is_set() and not claimed:
             return
-        self.pool.submit(fn, *args).add_done_callback(self._done)
+        (self.claimer if urgent else self.pool).submit(fn, *args).add_done_callback(self._done)
 
     @staticmethod
     def _done(fut: Future) -> None:

@@ -47,6 +47,8 @@ LATE = 1.0  # a scheduled run starting later than this is logged as a warning
 BLOCKED_WAIT = 3600.0  # how long a catch-up or backfill firing waits for a running run to end
 RESOLVE_BACKOFF = (0.2, 0.5, 1.0)  # re-sending a claim whose answer was lost (then every second)
 ORPHAN_READS = 60  # orphans confirmed per round trip (two reads each; etcd allows 128 operations)
+SHED_AFTER_QUEUED = 0.1  # a run that waited less than this for a worker is never shed
+LOG_EACH = 10  # skipped or degraded firings logged one by one per batch; beyond, one summary line
 MIN_RESOLVE_WINDOW = 30.0  # a claim for a past firing (backfill, trigger) is re-sent at least this long
 
 
@@ -63,6 +65,7 @@ class Held:
     run_fence: int = 0  # create revision of our running key
     cancel: Cancel = field(default_factory=Cancel)
     unacked: tuple | None = None  # a completion whose answer was lost: its arguments, to send again
+    queued: float = 0.0  # monotonic: when its run was handed to the worker pool (0: run directly)
 
 
 class Local:
@@ -188,15 +191,20 @@ class Firing:
         node = self.node
         if not node.can_claim():
             return
-        degraded = self.view.degraded()
+        degraded, now = self.view.degraded(), node.clock.time()
         todo: list[tuple[JobSpec, ClaimRequest, Held]] = []
+        shed: list[tuple[JobSpec, int, State, dict]] = []
         for spec, rev, slot in items:
             if spec.level in degraded:
-                self._degraded(spec, slot)
+                shed.append((spec, slot, State.DEGRADED, {"level": spec.level}))
+            elif self._superseded(spec, slot, now):
+                shed.append((spec, slot, State.SKIPPED, {"reason": "late: the job's next firing was due before "
+                                                                  "this one could be claimed"}))
             elif not self.view.exhausted(spec):
                 held = self.local.enter(spec.name, slot, spec.level, node.session.lease)
                 if held is not None:
                     todo.append((spec, ClaimRequest(spec.name, slot, rev, spec.concurrency, spec.max_runs), held))
+        self._record_many(shed)
         self._claim_batch(todo, 0)
 
     def resolve(self, todo: list[tuple[JobSpec, ClaimRequest, Held]], tries: int) -> None:
@@ -226,14 +234,14 @@ class Firing:
             log.warning("firing.claim_unresolved", firings=len(todo), error=str(exc)[:200], retry_in=delay)
             node.schedule_resolve(todo, tries + 1, delay)
             return
-        now, changed = node.clock.time(), []
+        now, changed, skipped = node.clock.time(), [], []
         for (spec, req, held), out in zip(todo, outs):
             if out.why == Why.BLOCKED and now < req.slot:
                 self.local.leave(held)
                 node.retry_claim_at_instant(spec, req.job_rev, req.slot)  # the run in the way may end in time
             elif out.why == Why.BLOCKED:
                 self.local.leave(held)
-                self._skip(spec, req.slot)
+                skipped.append((spec, req.slot, State.SKIPPED, self._skip_extra(spec)))
             elif out:
                 node.stats["claimed"] += 1
                 if out.why == Why.RESOLVED:
@@ -244,6 +252,7 @@ class Firing:
                 self.local.leave(held)
                 if out.why == Why.CHANGED and (again := self._still_due(out, req.slot)) is not None:
                     changed.append((again, out.current.mod_revision, req.slot))
+        self._record_many(skipped)
         if changed:  # the job changed under us and still fires at this instant: claim it as it is now
             self.fire_batch(changed)
 
@@ -267,6 +276,30 @@ class Firing:
         except StoreError as exc:  # the leader records it `missed` if nothing else does
             log.warning("firing.record_failed", job=job, slot=slot, state=state, error=str(exc)[:200])
             return False
+
+    def _record_many(self, items: list[tuple[JobSpec, int, State, dict]]) -> None:
+        """Record firings that do not run (skipped, degraded), in few round trips."""
+        if not items:
+            return
+        try:
+            oks = self.claims.record_many([(spec.name, slot, state, extra) for spec, slot, state, extra in items])
+        except StoreError as exc:  # the leader records them `missed` if nothing else does
+            log.warning("firing.record_failed", firings=len(items), error=str(exc)[:200])
+            return
+        logged = 0
+        for (spec, slot, state, extra), ok in zip(items, oks):
+            logged += ok
+            if logged > LOG_EACH:
+                continue
+            if ok and state == State.SKIPPED:
+                log.info("firing.skipped", job=spec.name, slot=slot, reason=extra["reason"], running=extra.get("running"))
+            elif ok:
+                log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
+        if logged > LOG_EACH:
+            log.info("firings.not_run", recorded=logged, logged=LOG_EACH, states=sorted({str(i[2]) for i in items}))
+
+    def _skip_extra(self, spec: JobSpec) -> dict:
+        return {"reason": "forbid", "running": self.view.running_of(spec.name)[:3]}
 
     def _degraded(self, spec: JobSpec, slot: int) -> None:
         if self._record(spec.name, slot, State.DEGRADED, level=spec.level):
@@ -347,6 +380,15 @@ class Firing:
             pass
         if node.view.kills.get(spec.name, 0) > fence:  # a kill that arrived between our claim and now
             held.cancel.stop("kill")
+        if reason == "schedule" and not held.cancel.is_set() and (shed := self._shed(spec, slot, start_at, held)):
+            state, why = shed
+            now = node.clock.time()
+            log.warning("firing.shed", job=spec.name, slot=slot, fence=fence, state=state, reason=why,
+                        lag_ms=round((now - start_at) * 1000))
+            record = ClaimRecord.of(state, attempt=attempt, reason=why, started=None, ended=now,
+                                    lag=round(now - start_at, 3))
+            self._complete(held, spec, record, 0.0, now - slot)
+            return
         tries: list[dict] = []
         result: RunResult | None = None
         if not held.cancel.is_set() and (why_not := self._may_start(spec, held)):
@@ -398,6 +440,31 @@ class Firing:
                                 killed_by=held.cancel.reason if state in (State.KILLED, State.INTERRUPTED) else None,
                                 tries=tries if len(tries) > 1 else None, **(extra or {}))
         self._complete(held, spec, record, round(result.ended - result.started, 3), result.started - slot)
+
+    def _shed(self, spec: JobSpec, slot: int, start_at: float, held: Held) -> tuple[State, str] | None:
+        """Whether a scheduled firing that waited for a worker is shed rather than run late, by the
+        job's own policies: past its starting deadline it is ``missed`` (DESIGN §4.3); under ``forbid``
+        or ``replace``, once the job's next firing is due it is ``skipped``, as the policy would have
+        skipped (or replaced) one of the two anyway, and the newer one is the one worth running.
+        Without this, an overloaded node ran every queued firing later and later, each holding its
+        job's slot so that the next was skipped, and never caught up (issue 11). Only lateness from
+        this node's queue counts: a claim that etcd answered late (an election, §4.8) still runs."""
+        if not held.queued or self.node.clock.monotonic() - held.queued < SHED_AFTER_QUEUED:
+            return None
+        now = self.node.clock.time()
+        if now - start_at > spec.starting_deadline:
+            return State.MISSED, "late: its starting deadline passed before a worker was free"
+        if self._superseded(spec, slot, now):
+            return State.SKIPPED, "late: the job's next firing was due before a worker was free"
+        return None
+
+    def _superseded(self, spec: JobSpec, slot: int, now: float) -> bool:
+        """Under ``forbid`` or ``replace``, the job's next firing is due already: of the two, the policy
+        runs one, and the newer is the one worth running."""
+        if spec.concurrency == "allow":
+            return False
+        nxt = spec.next_after(slot)
+        return nxt is not None and now >= self.node.start_time(spec, int(nxt))
 
     def _retry(self, spec: JobSpec, slot: int, held: Held, attempt: int, tries: list[dict]) -> int | None:
         """Re-claim our firing for the next attempt, re-sent until its answer is known (a lost answer

@@ -253,3 +253,22 @@ def test_spread_firings_share_round_trips(fstore, keys, nodes, tmp_path):
     assert wait_for(lambda: node.stats["ran"] >= ran0 + 240, 30)
     per_firing = (len(trips.hits) - trips0) / (node.stats["ran"] - ran0)
     assert per_firing < 0.5, f"{per_firing:.2f} claim/completion round trips per firing"
+
+
+def test_late_queued_firing_is_shed_not_run_late(fstore, keys, nodes, tmp_path):
+    """Overload: a forbid job's firing that reaches a worker after the job's next firing was due is
+    recorded skipped (shed), not run seconds late; the job is back on time at once (issue 11)."""
+    led = tmp_path / "ledger"
+    now = time.time()
+    _put(fstore, keys, make_spec("tick", "* * * * * *", builtin="ledger", args={"path": str(led)}, active_since=now))
+    node = nodes("n1", workers=1)
+    assert wait_for(lambda: len(_ledger(led)) >= 2, 10)
+    # the one worker is held for 3.5 s: tick's claimed firings queue behind it
+    node.submit(time.sleep, 3.5)
+    blocked_from = time.time()
+    assert wait_for(lambda: any(r["start"] > blocked_from + 3.5 for r in _ledger(led)), 15)
+    shed = [c for c in _records(fstore, keys, "tick").values()
+            if c["state"] == "skipped" and c.get("reason", "").startswith("late")]
+    assert shed, "no firing was shed"
+    late = [r for r in _ledger(led) if r["start"] - r["slot"] > 1.0]
+    assert not late, f"firings ran late instead of being shed: {late}"
