@@ -267,7 +267,8 @@ class Node:
             self._react_control(now)
         with self._changed:
             self._changed.notify_all()
-        self._wake()
+        if ch.jobs or ch.lost or ch.control or ch.relisted:  # something may have gone on the heap
+            self._wake()
 
     def _react_control(self, now: float) -> None:
         v = self.view
@@ -345,7 +346,11 @@ class Node:
               gen: int = 0, extra: tuple = ()) -> None:
         entry = Entry(due, next(self._seq), kind, job, slot, rev, claim, gen, extra)
         with self._lock:
-            heapq.heappush(self._fires if kind is Task.FIRE else self._heap, entry)
+            heap = self._fires if kind is Task.FIRE else self._heap
+            heapq.heappush(heap, entry)
+            first = heap[0] is entry
+        if first:  # due before whatever the timer sleeps for
+            self._wake()
 
     def _push_ranked(self, kind: Task, key: str, spec: JobSpec, base: float, slot: int, rev: int,
                      claim: Claim | None = None, extra: tuple = ()) -> None:
