@@ -48,7 +48,6 @@ BLOCKED_WAIT = 3600.0  # how long a catch-up or backfill firing waits for a runn
 RESOLVE_BACKOFF = (0.2, 0.5, 1.0)  # re-sending a claim whose answer was lost (then every second)
 ORPHAN_READS = 60  # orphans confirmed per round trip (two reads each; etcd allows 128 operations)
 SHED_AFTER_QUEUED = 0.1  # a run that waited less than this for a worker is never shed
-LOG_EACH = 10  # skipped or degraded firings logged one by one per batch; beyond, one summary line
 MIN_RESOLVE_WINDOW = 30.0  # a claim for a past firing (backfill, trigger) is re-sent at least this long
 
 
@@ -111,12 +110,43 @@ class Local:
             return len(self._held)
 
 
+class LogQuota:
+    """Log lines of one kind one by one up to ``each`` per ``period`` seconds; beyond, they are
+    counted and said in one summary line when the period ends. Under overload a node sheds and skips
+    hundreds of firings a second (each also recorded in etcd and counted in the metrics): a log line
+    for each would be a flood and a cost of its own."""
+
+    def __init__(self, event: str, each: int = 20, period: float = 10.0) -> None:
+        self.event, self.each, self.period = event, each, period
+        self._lock = threading.Lock()
+        self._start = float("-inf")
+        self._n = 0
+        self._quiet = 0
+
+    def allow(self, now: float) -> bool:
+        """Whether this occurrence is logged one by one (``now`` monotonic)."""
+        with self._lock:
+            if now - self._start >= self.period:
+                if self._quiet:
+                    log.warning(f"{self.event}.summary", unlogged=self._quiet, seconds=round(now - self._start, 1),
+                                note=f"more {self.event} than {self.each} in {self.period:g} s: the rest were not "
+                                     "logged one by one (each is recorded in etcd and counted in the metrics)")
+                self._start, self._n, self._quiet = now, 0, 0
+            self._n += 1
+            if self._n > self.each:
+                self._quiet += 1
+                return False
+            return True
+
+
 class Firing:
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.claims = node.claims
         self.view = node.view
         self.local = Local()
+        self._shed_log = LogQuota("firing.shed")
+        self._not_run_log = LogQuota("firing.not_run")
 
     # --- stopping runs
     def stop_runs(self, match: Callable[[Held], bool], reason: str, grace: float = KILL_GRACE) -> int:
@@ -286,17 +316,14 @@ class Firing:
         except StoreError as exc:  # the leader records them `missed` if nothing else does
             log.warning("firing.record_failed", firings=len(items), error=str(exc)[:200])
             return
-        logged = 0
+        mono = self.node.clock.monotonic()
         for (spec, slot, state, extra), ok in zip(items, oks):
-            logged += ok
-            if logged > LOG_EACH:
+            if not ok or not self._not_run_log.allow(mono):
                 continue
-            if ok and state == State.SKIPPED:
+            if state == State.SKIPPED:
                 log.info("firing.skipped", job=spec.name, slot=slot, reason=extra["reason"], running=extra.get("running"))
-            elif ok:
+            else:
                 log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
-        if logged > LOG_EACH:
-            log.info("firings.not_run", recorded=logged, logged=LOG_EACH, states=sorted({str(i[2]) for i in items}))
 
     def _skip_extra(self, spec: JobSpec) -> dict:
         return {"reason": "forbid", "running": self.view.running_of(spec.name)[:3]}
@@ -383,8 +410,9 @@ class Firing:
         if reason == "schedule" and not held.cancel.is_set() and (shed := self._shed(spec, slot, start_at, held)):
             state, why = shed
             now = node.clock.time()
-            log.warning("firing.shed", job=spec.name, slot=slot, fence=fence, state=state, reason=why,
-                        lag_ms=round((now - start_at) * 1000))
+            if self._shed_log.allow(node.clock.monotonic()):
+                log.warning("firing.shed", job=spec.name, slot=slot, fence=fence, state=state, reason=why,
+                            lag_ms=round((now - start_at) * 1000))
             record = ClaimRecord.of(state, attempt=attempt, reason=why, started=None, ended=now,
                                     lag=round(now - start_at, 3))
             self._complete(held, spec, record, 0.0, now - slot)
