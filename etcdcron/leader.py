@@ -9,6 +9,8 @@ still a compare-and-swap, so nothing is done twice (the scan's watermark is a pl
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import threading
 from collections import defaultdict
@@ -92,6 +94,12 @@ class LeaderChores:
         self._cursor: dict[str, float] = {}  # job -> the scan's start: every firing at or before it is judged
         self._judged: dict[str, float] = {}  # job -> judged up to this slot by this leadership (what may be collected)
         self._next: dict[str, tuple] = {}  # job -> (cursor, schedule, next firing after the cursor)
+        # when each job next has a firing to judge: a pass visits only those jobs (and the jobs the view
+        # saw change), not every job; with 1,000,000 jobs a pass over all of them took seconds
+        self._visits: list[tuple[float, int, str]] = []  # heap of (when, token, job)
+        self._token: dict[str, int] = {}  # job -> token of its live entry in _visits
+        self._tokens = itertools.count(1)
+        self._all = True  # the next pass visits every job (a new leadership)
         self._loaded = False  # the watermark and the collected marks, read at the first pass of a leadership
         self._watermark: float | None = None  # as stored in etcd (read, or last written by us)
         self._marks: dict[str, tuple[list[list[int]], int]] = {}  # job -> (collected ranges, mod revision)
@@ -133,6 +141,9 @@ class LeaderChores:
         """Leadership changed: what we knew may be stale; the next pass reads etcd again."""
         self._cursor.clear()
         self._judged.clear()
+        self._visits.clear()
+        self._token.clear()
+        self._all = True
         self._loaded = False
         self.behind = False
 
@@ -173,31 +184,39 @@ class LeaderChores:
             self._load()
         view, recorded = self.node.view, 0
         with view.lock:
-            jobs = list(view.jobs.values())
-        for gone in (set(self._cursor) | set(self._judged) | set(self._next)) - {spec.name for spec, _ in jobs}:
-            self._cursor.pop(gone, None)
-            self._judged.pop(gone, None)
-            self._next.pop(gone, None)
+            jobs = dict(view.jobs) if self._all else None
+            changed = view.take_changed_jobs()
+            if jobs is None:
+                jobs = {name: found for name in changed if (found := view.jobs.get(name)) is not None}
+        visit = set(jobs) if self._all else set(changed)
+        self._all = False
+        while self._visits and self._visits[0][0] <= now:
+            _, token, name = heapq.heappop(self._visits)
+            if self._token.get(name) == token:
+                visit.add(name)
+        if len(jobs) < len(visit):
+            with view.lock:
+                jobs.update((name, found) for name in visit - set(jobs) if (found := view.jobs.get(name)) is not None)
         judged_at = now  # every job judged for firings whose reach ends at or before this
         todo: list[tuple[float, "JobSpec", float]] = []
-        for spec, _rev in jobs:
+        for name in visit:
+            found = jobs.get(name)
+            if found is None:  # removed
+                for known in (self._cursor, self._judged, self._next, self._token):
+                    known.pop(name, None)
+                continue
+            spec = found[0]
+            self._token.pop(name, None)  # visited: a new visit is booked below, if any
             if spec.paused or view.exhausted(spec):
                 self._cursor.pop(spec.name, None)  # _judged stays: the job's claims may still be collected
-                continue
+                continue  # visited again when the view sees the job change
             # jitter counts: a firing's run starts up to `jitter` after its slot, its deadline runs from there
             horizon = now - reach(spec)
             start = max(self._cursor.setdefault(spec.name, self._base(spec, now)), spec.active_since)
-            if horizon <= start:
+            due = self._due(spec, start)
+            if horizon <= start or due is None or due > horizon:
                 self._judged[spec.name] = max(self._judged.get(spec.name, horizon), horizon)
-                continue
-            # most passes find nothing due: remember the job's next firing after the cursor, and only
-            # ask croniter again once the horizon has passed it
-            due = self._next.get(spec.name)
-            if due is None or due[0] != start or due[1] != spec.schedule + spec.tz:
-                nxt = spec.next_after(start)
-                due = self._next[spec.name] = (start, spec.schedule + spec.tz, nxt)
-            if due[2] is None or due[2] > horizon:
-                self._judged[spec.name] = horizon
+                self._book(spec, due)
                 continue
             todo.append((start, spec, horizon))
         todo.sort(key=lambda t: t[0])  # the furthest behind first
@@ -206,6 +225,7 @@ class LeaderChores:
             if budget <= 0:
                 judged_at = min(judged_at, start + reach(spec))
                 capped = True
+                self._visit(spec.name, float("-inf"))  # the next pass, which comes at once
                 continue
             limit = min(SCAN_CAP, budget)
             slots = spec.firings(start, horizon, limit=limit)
@@ -215,14 +235,33 @@ class LeaderChores:
                 self._cursor[spec.name] = self._judged[spec.name] = slots[-1]
                 judged_at = min(judged_at, slots[-1] + reach(spec))
                 capped = True
+                self._visit(spec.name, float("-inf"))
             else:
                 self._cursor[spec.name] = self._judged[spec.name] = horizon
+                self._book(spec, self._due(spec, horizon))
         self.behind = capped
         if capped:
             log.info("leader.missed_backlog", judged_to=round(judged_at, 3), behind_s=round(now - judged_at, 1),
                      recorded=recorded)
         self._store_watermark(judged_at)
         return recorded
+
+    def _due(self, spec: "JobSpec", start: float) -> float | None:
+        """The job's first firing after ``start`` (remembered: most visits find nothing due, and only
+        ask croniter again once the horizon has passed it)."""
+        due = self._next.get(spec.name)
+        if due is None or due[0] != start or due[1] != spec.schedule + spec.tz:
+            due = self._next[spec.name] = (start, spec.schedule + spec.tz, spec.next_after(start))
+        return due[2]
+
+    def _book(self, spec: "JobSpec", firing: float | None) -> None:
+        """Visit the job again once ``firing`` can be judged (``firing`` None: only when it changes)."""
+        if firing is not None:
+            self._visit(spec.name, firing + reach(spec))
+
+    def _visit(self, name: str, when: float) -> None:
+        token = self._token[name] = next(self._tokens)
+        heapq.heappush(self._visits, (when, token, name))
 
     def _store_watermark(self, at: float) -> None:
         # A plain put, not a compare-and-swap: only the leader writes it, and any value written is true

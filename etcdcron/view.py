@@ -51,6 +51,7 @@ class View:
         self.triggers: dict[str, tuple[int, dict]] = {}  # job -> (mod revision, request)
         self.backfills: dict[tuple[str, str], tuple[int, dict]] = {}  # (job, id) -> (mod revision, request)
         self.runs: dict[str, int] = {}  # job -> number of claims so far (for --max-runs)
+        self._changed_jobs: set[str] = set()  # jobs whose spec or run count changed, for the leader's scan
 
     # --- loading
     def load(self, kvs: list[KV], revision: int) -> Changes:
@@ -62,6 +63,7 @@ class View:
             for kv in kvs:
                 self._put(self.keys.parse(kv.key), kv)
             self.revision = revision
+            self._changed_jobs = old_jobs | set(self.jobs)
             return Changes(jobs=old_jobs | set(self.jobs), lost=self.lost_runs(), control=True, relisted=True)
 
     def apply(self, events: list[Event], revision: int) -> Changes:
@@ -72,6 +74,9 @@ class View:
                 k = self.keys.parse(ev.kv.key)
                 if k.kind is Kind.JOB:
                     ch.jobs.add(k.job)
+                    self._changed_jobs.add(k.job)
+                elif k.kind is Kind.RUNS:
+                    self._changed_jobs.add(k.job)
                 elif k.kind in _CONTROL:
                     ch.control = True
                 elif k.kind is Kind.RUNNING and ev.kind == "delete":
@@ -141,6 +146,12 @@ class View:
             self.triggers.pop(k.job, None)
         elif k.kind is Kind.BACKFILL:
             self.backfills.pop((k.job, k.ident), None)
+
+    def take_changed_jobs(self) -> set[str]:
+        """The jobs whose spec or run count changed since the last call (every job after a load)."""
+        with self.lock:
+            out, self._changed_jobs = self._changed_jobs, set()
+            return out
 
     # --- queries
     def lost_runs(self) -> list[Claim]:

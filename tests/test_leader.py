@@ -240,3 +240,28 @@ def test_removing_a_job_forgets_its_collected_ranges(store, keys):
     store.put(keys.collected("tick"), b"[[1799999000, 1799999900]]")
     Admin(store, keys).remove("tick")
     assert store.get(keys.collected("tick")) is None
+
+
+def test_missed_scan_visits_only_jobs_with_a_firing_to_judge(store, keys):
+    """After its first pass, the scan visits a job only when one of its firings can be judged or the
+    job changed: with 1,000,000 registered jobs, a pass over every job took seconds of CPU every 5 s."""
+    for i in range(300):
+        store.put(keys.job(f"daily{i}"), make_spec(f"daily{i}", f"{i % 60} 3 * * *", shell="true",
+                                                   active_since=T0 - 7200).to_json())
+    tick = make_spec("tick", "@every 10s", shell="true", starting_deadline=5, active_since=T0 - 100)
+    store.put(keys.job("tick"), tick.to_json())
+    node = _node(store, keys)
+    _load(node)
+    node.leader.record_missed(T0)
+    visited: list[str] = []
+    exhausted = node.view.exhausted
+    node.view.exhausted = lambda spec: visited.append(spec.name) or exhausted(spec)
+    assert node.leader.record_missed(T0 + 30) == 3  # tick's T0 … T0+20, unclaimed
+    assert visited and set(visited) == {"tick"}, f"visited {len(set(visited))} jobs"
+    # a job changed to fire soon is visited (and judged) after its change
+    store.put(keys.job("daily7"), make_spec("daily7", "@every 10s", shell="true", starting_deadline=5,
+                                             active_since=T0 + 20).to_json())
+    kvs, rev = store.get_prefix(keys.root)
+    from etcdcron.store import Event
+    node.view.apply([Event("put", kv) for kv in kvs if kv.key == keys.job("daily7")], rev)
+    assert node.leader.record_missed(T0 + 60) == 3 + 3  # tick and daily7 at T0+30, T0+40, T0+50 (reach 7 s)
