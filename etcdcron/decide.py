@@ -36,7 +36,7 @@ class Task(Enum):
     BACKFILL = "backfill"  # a backfill request
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class Entry:
     """One timer entry; the heap orders entries by (due, seq)."""
 

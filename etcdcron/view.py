@@ -8,6 +8,7 @@ compare-and-swap in etcd.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -96,8 +97,8 @@ class View:
 
     def _put(self, k: Parsed, kv: KV) -> None:
         try:
-            if k.kind is Kind.JOB:
-                self.jobs[k.job] = (JobSpec.from_json(kv.value), kv.mod_revision)
+            if k.kind is Kind.JOB:  # the name interned: one string per job, shared with its spec's
+                self.jobs[sys.intern(k.job)] = (JobSpec.from_json(kv.value), kv.mod_revision)
             elif k.kind is Kind.NODE:
                 self.nodes[k.node] = json.loads(kv.value)
             elif k.kind is Kind.CANDIDATE:
