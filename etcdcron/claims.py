@@ -337,7 +337,7 @@ class Claims:
         return self.complete_async(job, slot, fence, record, run_fence).result()
 
     def complete_async(self, job: str, slot: int, fence: int, record: ClaimRecord | dict,
-                       run_fence: int | None = None) -> Future:
+                       run_fence: int | None = None, urgent: bool = False) -> Future:
         """Like :meth:`complete`, without waiting: the future resolves to True, or False if fenced out.
 
         Completions are group-committed: those queued while a round trip is in flight share the next
@@ -345,7 +345,8 @@ class Claims:
         round trip per run nor holds a worker for it. A completion that comes less than ``linger``
         after the previous round trip waits out the rest of it, gathering the others that come
         meanwhile: at most one completion round trip per ``linger`` (unless a batch fills), while an
-        isolated completion is sent at once. The etcd record keeps a short output tail; the
+        isolated completion is sent at once, and so is an ``urgent`` one (and those gathered with it):
+        a ``forbid`` job whose next firing is near must not find its finished run still holding the slot. The etcd record keeps a short output tail; the
         history store gets the whole record."""
         ck, rk = self.keys.claim(job, slot), self.keys.running(job, slot)
         record = ClaimRecord.of(**record) if isinstance(record, dict) else record
@@ -359,7 +360,7 @@ class Claims:
                 self._group_thread = threading.Thread(target=self._group_commit, name="completer", daemon=True)
                 self._group_thread.start()
             self._pending += 1
-        self._group.put((txn, done, job, slot, rec))
+        self._group.put((txn, done, job, slot, rec, urgent))
         return done
 
     def flush(self, timeout: float) -> bool:
@@ -373,7 +374,7 @@ class Claims:
             items = held or [self._group.get()]
             held = []
             firings = {(it[2], it[3]) for it in items}
-            until = self._last_send + self.linger
+            until = float("-inf") if any(it[5] for it in items) else self._last_send + self.linger
             while len(items) < BATCH:
                 try:
                     left = until - time.monotonic()
@@ -386,9 +387,11 @@ class Claims:
                 else:
                     firings.add((item[2], item[3]))
                     items.append(item)
+                    if item[5]:
+                        until = float("-inf")  # send now, with what has come so far
             self._last_send = time.monotonic()
             outcomes = self._send(items)
-            for (_, done, job, slot, rec), ok in zip(items, outcomes):
+            for (_, done, job, slot, rec, _), ok in zip(items, outcomes):
                 if isinstance(ok, Exception):
                     done.set_exception(ok)
                     continue
@@ -423,17 +426,29 @@ class Claims:
         """:meth:`record` for many firings, ``(job, slot, state, extra)`` each: BATCH per round trip,
         each its own compare-and-swap. Under overload, skips come by the hundred a second, and one
         round trip each held the workers (issue 11)."""
+        seen: set[tuple[str, int]] = set()
         out: list[bool] = []
         for i in range(0, len(items), BATCH):
             chunk = items[i:i + BATCH]
             recs = [ClaimRecord.of(state, recorded_by=self.node_id, **extra) for _, _, state, extra in chunk]
-            txns = [([st.version(self.keys.claim(job, slot), "==", 0)], [st.put(self.keys.claim(job, slot), rec.to_json())], [])
-                    for (job, slot, _, _), rec in zip(chunk, recs)]
-            results, _ = self.store.txn_batch(txns)
-            for (job, slot, _, _), rec, res in zip(chunk, recs, results):
-                if res.succeeded:
+            txns = []
+            for (job, slot, _, _), rec in zip(chunk, recs):  # a firing named twice would sink the batch
+                dup = (job, slot) in seen
+                seen.add((job, slot))
+                txns.append(None if dup else ([st.version(self.keys.claim(job, slot), "==", 0)],
+                                              [st.put(self.keys.claim(job, slot), rec.to_json())], []))
+            sent = [t for t in txns if t is not None]
+            try:
+                results = iter(self.store.txn_batch(sent)[0])
+                oks = [t is not None and next(results).succeeded for t in txns]
+            except StoreUnavailable:
+                raise
+            except StoreError:  # refused as a whole for another reason: each alone, so one bad item sinks none
+                oks = [t is not None and self.store.txn(*t).succeeded for t in txns]
+            for (job, slot, _, _), rec, ok in zip(chunk, recs, oks):
+                if ok:
                     self.on_record(job, slot, rec.as_dict())
-                out.append(res.succeeded)
+                out.append(ok)
         return out
 
     def record(self, job: str, slot: int, state: str, **extra: Any) -> bool:

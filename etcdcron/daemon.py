@@ -42,7 +42,7 @@ from .workers import Workers
 log = structlog.get_logger("etcdcron.node")
 
 SWEEP_EVERY = 2.0  # seconds between sweeps for claims and completions whose answers were lost
-CLAIMERS = 4  # threads that claim the firings due now (apart from the workers that run them)
+CLAIMERS = 8  # threads that claim the firings due now (apart from the workers that run them)
 
 
 @dataclass

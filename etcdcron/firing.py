@@ -65,6 +65,7 @@ class Held:
     cancel: Cancel = field(default_factory=Cancel)
     unacked: tuple | None = None  # a completion whose answer was lost: its arguments, to send again
     queued: float = 0.0  # monotonic: when its run was handed to the worker pool (0: run directly)
+    picked: float = 0.0  # monotonic: when a worker took it up
 
 
 class Local:
@@ -221,15 +222,12 @@ class Firing:
         node = self.node
         if not node.can_claim():
             return
-        degraded, now = self.view.degraded(), node.clock.time()
+        degraded = self.view.degraded()
         todo: list[tuple[JobSpec, ClaimRequest, Held]] = []
         shed: list[tuple[JobSpec, int, State, dict]] = []
         for spec, rev, slot in items:
             if spec.level in degraded:
                 shed.append((spec, slot, State.DEGRADED, {"level": spec.level}))
-            elif self._superseded(spec, slot, now):
-                shed.append((spec, slot, State.SKIPPED, {"reason": "late: the job's next firing was due before "
-                                                                  "this one could be claimed"}))
             elif not self.view.exhausted(spec):
                 held = self.local.enter(spec.name, slot, spec.level, node.session.lease)
                 if held is not None:
@@ -266,7 +264,7 @@ class Firing:
             return
         now, changed, skipped = node.clock.time(), [], []
         for (spec, req, held), out in zip(todo, outs):
-            if out.why == Why.BLOCKED and now < req.slot:
+            if out.why == Why.BLOCKED and now < node.start_time(spec, req.slot):
                 self.local.leave(held)
                 node.retry_claim_at_instant(spec, req.job_rev, req.slot)  # the run in the way may end in time
             elif out.why == Why.BLOCKED:
@@ -338,6 +336,9 @@ class Firing:
             log.info("firing.skipped", job=spec.name, slot=slot, reason="previous run still running", running=busy[:3])
 
     def start(self, spec: JobSpec, slot: int, fence: int, reason: str, run_fence: int | None = None) -> None:
+        held = self.local.get(spec.name, slot)
+        if held is not None and held.queued and not held.picked:
+            held.picked = self.node.clock.monotonic()  # how long it waited for a worker, for _shed
         if spec.concurrency == "replace":
             # the claim told older runs to stop; start once they are gone (or their grace is over)
             self.node.wait_view(lambda: not [s for s in self.view.running_of(spec.name) if s != slot], KILL_GRACE + 2)
@@ -407,6 +408,14 @@ class Firing:
             pass
         if node.view.kills.get(spec.name, 0) > fence:  # a kill that arrived between our claim and now
             held.cancel.stop("kill")
+        tries: list[dict] = []
+        result: RunResult | None = None
+        if not held.cancel.is_set() and (why_not := self._may_start(spec, held)):
+            log.warning("firing.not_started", job=spec.name, slot=slot, fence=fence, reason=why_not)
+            if why_not == "lease":
+                self.local.leave(held)
+                return
+            held.cancel.stop("clock")
         if reason == "schedule" and not held.cancel.is_set() and (shed := self._shed(spec, slot, start_at, held)):
             state, why = shed
             now = node.clock.time()
@@ -417,14 +426,6 @@ class Firing:
                                     lag=round(now - start_at, 3))
             self._complete(held, spec, record, 0.0, now - slot)
             return
-        tries: list[dict] = []
-        result: RunResult | None = None
-        if not held.cancel.is_set() and (why_not := self._may_start(spec, held)):
-            log.warning("firing.not_started", job=spec.name, slot=slot, fence=fence, reason=why_not)
-            if why_not == "lease":
-                self.local.leave(held)
-                return
-            held.cancel.stop("clock")
         retries_left = spec.retries
         while not held.cancel.is_set():
             ctx = RunContext(spec.name, slot, node.node_id, held.fence, attempt, dict(spec.args), node.cfg.mongo)
@@ -472,27 +473,24 @@ class Firing:
     def _shed(self, spec: JobSpec, slot: int, start_at: float, held: Held) -> tuple[State, str] | None:
         """Whether a scheduled firing that waited for a worker is shed rather than run late, by the
         job's own policies: past its starting deadline it is ``missed`` (DESIGN §4.3); under ``forbid``
-        or ``replace``, once the job's next firing is due it is ``skipped``, as the policy would have
-        skipped (or replaced) one of the two anyway, and the newer one is the one worth running.
-        Without this, an overloaded node ran every queued firing later and later, each holding its
-        job's slot so that the next was skipped, and never caught up (issue 11). Only lateness from
-        this node's queue counts: a claim that etcd answered late (an election, §4.8) still runs."""
-        if not held.queued or self.node.clock.monotonic() - held.queued < SHED_AFTER_QUEUED:
+        or ``replace``, once the job's next firing's start has passed it is ``skipped``.
+
+        Without this an overloaded node ran every queued firing later and later and never caught up
+        (issue 11). The price, under ``forbid``: the queued firing held its job's slot, so its
+        successor was most likely skipped already, and the job loses both; the node's workers go to
+        firings that can still start on time instead of to runs already a period late. Only a wait
+        for a worker counts (at least :data:`SHED_AFTER_QUEUED`): a claim that etcd answered late
+        (an election, §4.8), a takeover, or a wait for a replaced run to stop never sheds."""
+        if not held.queued or held.picked - held.queued < SHED_AFTER_QUEUED:
             return None
         now = self.node.clock.time()
         if now - start_at > spec.starting_deadline:
-            return State.MISSED, "late: its starting deadline passed before a worker was free"
-        if self._superseded(spec, slot, now):
-            return State.SKIPPED, "late: the job's next firing was due before a worker was free"
+            return State.MISSED, "late: its starting deadline passed while it waited for a worker"
+        if spec.concurrency != "allow" and (nxt := spec.next_after(slot)) is not None:
+            nxt_start = self.node.start_time(spec, int(nxt))
+            if start_at < nxt_start <= now:  # (a jitter longer than the period may order them the other way)
+                return State.SKIPPED, "late: the job's next firing was due while it waited for a worker"
         return None
-
-    def _superseded(self, spec: JobSpec, slot: int, now: float) -> bool:
-        """Under ``forbid`` or ``replace``, the job's next firing is due already: of the two, the policy
-        runs one, and the newer is the one worth running."""
-        if spec.concurrency == "allow":
-            return False
-        nxt = spec.next_after(slot)
-        return nxt is not None and now >= self.node.start_time(spec, int(nxt))
 
     def _retry(self, spec: JobSpec, slot: int, held: Held, attempt: int, tries: list[dict]) -> int | None:
         """Re-claim our firing for the next attempt, re-sent until its answer is known (a lost answer
@@ -530,7 +528,16 @@ class Firing:
                 log.warning("firing.fenced_out", job=held.job, slot=held.slot, fence=held.fence,
                             reason="the claim is no longer ours (lease expired or taken over)")
 
-        self.claims.complete_async(*args[:4], run_fence=held.run_fence).add_done_callback(completed)
+        self.claims.complete_async(*args[:4], run_fence=held.run_fence,
+                                   urgent=self._next_is_near(spec, held.slot)).add_done_callback(completed)
+
+    def _next_is_near(self, spec: JobSpec, slot: int) -> bool:
+        """A ``forbid`` or ``replace`` job whose next claim may come within a second or so: its
+        completion is not held back to share a round trip (the next claim would find the slot taken)."""
+        if spec.concurrency == "allow" or (nxt := spec.next_after(slot)) is None:
+            return False
+        cfg = self.node.cfg
+        return self.node.start_time(spec, int(nxt)) - self.node.clock.time() < 1.0 + cfg.claim_ahead + cfg.claim_window
 
     def adopt_orphans(self) -> int:
         """Resolve what lost answers left behind.

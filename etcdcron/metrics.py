@@ -115,6 +115,7 @@ class Metrics:
         self._leader = make(Gauge, "etcdcron_leader", "1 while this node does the leader's chores, else 0")
         self._running = make(Gauge, "etcdcron_runs_running", "Runs in progress on this node")
         self._queue = make(Gauge, "etcdcron_worker_queue_depth", "Tasks waiting for a worker thread")
+        self._claim_queue = make(Gauge, "etcdcron_claim_queue_depth", "Claim batches waiting for a claimer thread")
         self._ready = make(Gauge, "etcdcron_ready", "1 while /readyz answers 200, else 0")
         self._info = make(Gauge, "etcdcron_node_info", "Always 1; the node's id and version", ["node", "version"])
 
@@ -138,6 +139,7 @@ class Metrics:
         self._leader.set_function(lambda: 1.0 if node.leader.leading else 0.0)
         self._running.set_function(node.runs_running)
         self._queue.set_function(node.pool.pending)
+        self._claim_queue.set_function(node.claimer.pending)
         self._ready.set_function(lambda: 1.0 if node.readiness()[0] else 0.0)
         self._info.labels(node.node_id, __version__).set(1)
 

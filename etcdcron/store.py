@@ -60,10 +60,14 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-# get_prefix reads in pages: at most PAGE_KEYS keys, fewer when they are large, aiming at PAGE_BYTES an
-# answer (far under the 64 MiB above); restarted at most _RELIST_TRIES times when compacted mid-way.
+# get_prefix reads in pages: PAGE_KEYS keys first; then the rest in about PAGES answers (etcd 3.5 walks
+# every key from a page's first to the range's end to count them, whatever the limit, so a listing
+# of n keys in pages of k costs etcd n²/2k: 2,000-key pages made a 1,000,000-key relist take 49 s),
+# each at most PAGE_BYTES (half the 64 MiB above); restarted at most _RELIST_TRIES times when compacted
+# mid-way.
 PAGE_KEYS = 2000
-PAGE_BYTES = 8 * 1024 * 1024
+PAGES = 8
+PAGE_BYTES = 32 * 1024 * 1024
 _RELIST_TRIES = 5
 
 
@@ -424,10 +428,11 @@ class EtcdStore:
         """Every key under ``prefix`` (at ``revision``, 0 = now; at most ``limit`` keys, 0 = all), in
         key order, with the revision read at.
 
-        Read in pages of at most ``page`` keys (fewer when the keys are large), so that no answer
-        nears gRPC's message limit: the first page at ``revision`` (or now), every later one at the
-        first page's revision, so the result is one consistent snapshot. If that revision is
-        compacted away between two pages, the listing starts over at a new revision."""
+        Read in pages, so that no answer nears gRPC's message limit: ``page`` keys first, at
+        ``revision`` (or now); the rest (its size is in that answer) in about :data:`PAGES` more,
+        of at least ``page`` keys and at most :data:`PAGE_BYTES` each, every one at the first page's
+        revision, so the result is one consistent snapshot. If that revision is compacted away
+        between two pages, the listing starts over at a new revision."""
         tries = 0
         while True:
             try:
@@ -443,7 +448,7 @@ class EtcdStore:
         key, end = _b(prefix), prefix_end(prefix)
         out: list[KV] = []
         read_at = revision
-        size = max(1, page)
+        size = target = max(1, page)
         while True:
             want = size if not limit else min(size, limit - len(out))
             req = etcdrpc.RangeRequest(key=key, range_end=end, revision=read_at, limit=want, keys_only=keys_only)
@@ -456,13 +461,15 @@ class EtcdStore:
                 continue
             if not read_at:
                 read_at = resp.header.revision
+            if not out:  # the first answer counts the whole listing: the rest in about PAGES answers
+                target = max(target, -(-(resp.count - len(resp.kvs)) // PAGES))
             out.extend(_kv(kv) for kv in resp.kvs)
             if not resp.more or not resp.kvs or (limit and len(out) >= limit):
                 return out, read_at
             key = resp.kvs[-1].key + b"\0"
-            # keep the next answer near PAGE_BYTES whatever the size of the keys
+            # and none over PAGE_BYTES, whatever the size of the keys
             nbytes = sum(len(kv.key) + len(kv.value) for kv in resp.kvs)
-            size = max(1, min(page, PAGE_BYTES * len(resp.kvs) // max(1, nbytes)))
+            size = max(1, min(target, PAGE_BYTES * len(resp.kvs) // max(1, nbytes)))
 
     def count_prefix(self, prefix: str) -> int:
         req = etcdrpc.RangeRequest(key=_b(prefix), range_end=prefix_end(prefix), count_only=True)

@@ -272,3 +272,20 @@ def test_late_queued_firing_is_shed_not_run_late(fstore, keys, nodes, tmp_path):
     assert shed, "no firing was shed"
     late = [r for r in _ledger(led) if r["start"] - r["slot"] > 1.0]
     assert not late, f"firings ran late instead of being shed: {late}"
+
+
+def test_takeover_after_the_next_firing_is_still_run(fstore, keys, nodes, tmp_path):
+    """A firing taken over late (its owners dead, their leases not yet expired), after the job's next
+    instant, still runs: lateness that does not come from this node's queue never sheds a firing."""
+    led = tmp_path / "ledger"
+    for ghost in ("ghost1", "ghost2", "ghost3"):  # registered and silent: nodes just SIGKILLed
+        fstore.put(keys.node(ghost), json.dumps({"levels": [1, 2, 3]}))
+    _put(fstore, keys, make_spec("j", "* * * * * *", builtin="ledger", args={"path": str(led)},
+                                 active_since=time.time()))
+    nodes("n1")
+
+    def final() -> dict[int, dict]:
+        return {s: r for s, r in _records(fstore, keys, "j").items() if r["state"] != "running"}
+    assert wait_for(lambda: len(final()) >= 10, 30)
+    late = {s: r.get("reason") for s, r in final().items() if r["state"] != "succeeded"}
+    assert not late, f"takeover firings not run: {late}"
