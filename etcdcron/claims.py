@@ -150,7 +150,12 @@ class Claim:
 
     @property
     def unfinished(self) -> bool:
-        """Running, or interrupted by its node's shutdown: lost once its running key is gone."""
+        """Running, or interrupted by its node's shutdown: lost once its running key is gone.
+
+        Asked of every firing whose running key goes, on every node: a record whose bytes hold no
+        unfinished state's name as a JSON string anywhere is answered without parsing it."""
+        if self._record is None and isinstance(self._raw, bytes) and not any(m in self._raw for m in _UNFINISHED_MARKS):
+            return False
         return self.state in UNFINISHED
 
     def __repr__(self) -> str:
@@ -183,6 +188,9 @@ class ClaimRequest:
     reason: str = "schedule"
     extra_cmp: tuple = ()
     extra_ops: tuple = ()
+
+
+_UNFINISHED_MARKS = tuple(f'"{state}"'.encode() for state in sorted(UNFINISHED))  # as a JSON string, anywhere
 
 
 def rank(key: str, nodes: Iterable[str]) -> list[str]:

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
 from urllib.parse import urlparse
 
 # grpc's C core logs each failed TLS handshake on stderr at INFO; the error we raise already says it,
@@ -71,8 +71,9 @@ PAGE_BYTES = 32 * 1024 * 1024
 _RELIST_TRIES = 5
 
 
-@dataclass(frozen=True)
-class KV:
+class KV(NamedTuple):
+    """One key as etcd returns it (a tuple: a node makes one per watch event, several per firing)."""
+
     key: str
     value: bytes
     create_revision: int
@@ -81,8 +82,7 @@ class KV:
     lease: int
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     kind: str  # "put" | "delete"
     kv: KV
 
