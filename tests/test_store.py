@@ -157,6 +157,19 @@ def test_get_prefix_paginates_one_consistent_snapshot(store, prefix):
     assert [kv.key.rsplit("/", 1)[1] for kv in now] == [f"k{i:02d}" for i in range(10) if i != 8] + ["k99"]
 
 
+def test_get_prefix_reads_a_large_prefix_in_a_bounded_number_of_pages(store, prefix):
+    """After the first page, the rest comes in about PAGES answers, not one per ``page`` keys: etcd
+    walks a page's whole remaining range to count it, so many small pages cost it quadratic time."""
+    n = 1000
+    for first in range(0, n, 100):
+        store.txn([], [st.put(f"{prefix}/m/{i:04d}", "v") for i in range(first, first + 100)])
+    ranges = _spy_ranges(store)
+    kvs, _ = store.get_prefix(prefix + "/", page=10)
+    assert [kv.key for kv in kvs] == [f"{prefix}/m/{i:04d}" for i in range(n)]
+    assert ranges[0][2] == 10 and len(ranges) <= 1 + st.PAGES + 1, ranges
+    assert all(r[1] == ranges[1][1] for r in ranges[1:]), ranges
+
+
 def test_get_prefix_limit_and_keys_only_across_pages(store, prefix):
     """A caller's ``limit`` is "at most that many" whatever the page size; keys_only leaves values empty."""
     _fill(store, prefix, 10)
