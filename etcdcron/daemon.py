@@ -417,7 +417,7 @@ class Node:
                     log.error("timer.entry_failed", job=entry.job, slot=entry.slot, error=repr(exc)[:300])
             # everything due now is claimed in a few round trips, not one per firing
             for i in range(0, len(batch), BATCH):
-                self.submit(self.firing.fire_batch, batch[i:i + BATCH], urgent=True)
+                self.submit(self.firing.fire_batch, batch[i:i + BATCH], self.clock.monotonic(), urgent=True)
 
     def _take_fires(self, now: float, due: list[Entry]) -> None:
         """Once a claim is due, take with it those due within the claim window, so that firings spread
@@ -452,7 +452,7 @@ class Node:
     def _carry_out(self, actions: list, batch: list) -> None:
         for a in actions:
             if isinstance(a, ClaimNow):
-                batch.append((a.spec, a.rev, a.slot))
+                batch.append((a.spec, a.rev, a.slot, a.owner))
             elif isinstance(a, Schedule):
                 self._push(a.kind, a.due, a.job, a.slot, a.rev, a.claim, a.gen, a.extra)
             elif isinstance(a, Submit):

@@ -70,6 +70,7 @@ class ClaimNow:
     spec: JobSpec
     rev: int
     slot: int
+    owner: bool = True  # the owner's claim at its time (False: a ranked takeover, never shed as late)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def decide(e: Entry, view: View, me: Me, gen: int | None = None) -> list[Action]
     if e.kind is Task.CHECK:
         # a change of the job since does not cancel a firing its new spec still has
         if not spec.paused and spec.fires_at(e.slot) and not view.claimed(e.job, e.slot):
-            return [ClaimNow(spec, rev, e.slot)]
+            return [ClaimNow(spec, rev, e.slot, owner=False)]
         return []
     if rev != e.rev or spec.paused:
         return []  # a newer spec has its own entries

@@ -47,7 +47,8 @@ LATE = 1.0  # a scheduled run starting later than this is logged as a warning
 BLOCKED_WAIT = 3600.0  # how long a catch-up or backfill firing waits for a running run to end
 RESOLVE_BACKOFF = (0.2, 0.5, 1.0)  # re-sending a claim whose answer was lost (then every second)
 ORPHAN_READS = 60  # orphans confirmed per round trip (two reads each; etcd allows 128 operations)
-SHED_AFTER_QUEUED = 0.1  # a run that waited less than this for a worker is never shed
+SHED_AFTER_QUEUED = 0.1  # a run (a claim) that waited less than this for a worker (a claimer) is never shed
+ETCD_SLOW = 0.5  # a claim round trip this long means etcd, not this node, holds the claims up: no shedding
 MIN_RESOLVE_WINDOW = 30.0  # a claim for a past firing (backfill, trigger) is re-sent at least this long
 
 
@@ -147,6 +148,7 @@ class Firing:
         self.view = node.view
         self.local = Local()
         self._shed_log = LogQuota("firing.shed")
+        self._in_etcd: dict[int, float] = {}  # claimer thread -> when its claim round trip began
         self._not_run_log = LogQuota("firing.not_run")
 
     # --- stopping runs
@@ -216,18 +218,24 @@ class Firing:
         return "ran"
 
     # --- the firings due at one instant, claimed together
-    def fire_batch(self, items: list[tuple[JobSpec, int, int]]) -> None:
+    def fire_batch(self, items: list[tuple[JobSpec, int, int, bool]], queued: float = 0.0) -> None:
         """The firings due at one instant that this node owns: claimed in one round trip, then run
-        on the worker pool."""
+        on the worker pool. ``items`` are (spec, rev, slot, owner); ``queued`` (monotonic) is when the
+        batch was handed to the claimers: one that waited for a claimer sheds its owner's firings that
+        are already late by the job's policy (see :meth:`_late`), unless etcd is what held the
+        claimers (an election is invisible to the schedule, §4.8)."""
         node = self.node
         if not node.can_claim():
             return
-        degraded = self.view.degraded()
+        degraded, now = self.view.degraded(), node.clock.time()
+        waited = bool(queued) and node.clock.monotonic() - queued >= SHED_AFTER_QUEUED and not self._etcd_slow()
         todo: list[tuple[JobSpec, ClaimRequest, Held]] = []
         shed: list[tuple[JobSpec, int, State, dict]] = []
-        for spec, rev, slot in items:
+        for spec, rev, slot, owner in items:
             if spec.level in degraded:
                 shed.append((spec, slot, State.DEGRADED, {"level": spec.level}))
+            elif waited and owner and (late := self._late(spec, slot, now, "a claimer")):
+                shed.append((spec, slot, late[0], {"reason": late[1]}))
             elif not self.view.exhausted(spec):
                 held = self.local.enter(spec.name, slot, spec.level, node.session.lease)
                 if held is not None:
@@ -253,6 +261,8 @@ class Firing:
         lease = node.session.lease
         for _, _, held in todo:
             held.lease, held.phase = lease, Phase.CLAIMING
+        me = threading.get_ident()
+        self._in_etcd[me] = node.clock.monotonic()
         try:
             outs = self.claims.claim_many([r for _, r, _ in todo], lease, node.clock.time())
         except StoreError as exc:
@@ -262,6 +272,8 @@ class Firing:
             log.warning("firing.claim_unresolved", firings=len(todo), error=str(exc)[:200], retry_in=delay)
             node.schedule_resolve(todo, tries + 1, delay)
             return
+        finally:
+            self._in_etcd.pop(me, None)
         now, changed, skipped = node.clock.time(), [], []
         for (spec, req, held), out in zip(todo, outs):
             if out.why == Why.BLOCKED and now < node.start_time(spec, req.slot):
@@ -279,7 +291,7 @@ class Firing:
             else:
                 self.local.leave(held)
                 if out.why == Why.CHANGED and (again := self._still_due(out, req.slot)) is not None:
-                    changed.append((again, out.current.mod_revision, req.slot))
+                    changed.append((again, out.current.mod_revision, req.slot, False))
         self._record_many(skipped)
         if changed:  # the job changed under us and still fires at this instant: claim it as it is now
             self.fire_batch(changed)
@@ -318,10 +330,10 @@ class Firing:
         for (spec, slot, state, extra), ok in zip(items, oks):
             if not ok or not self._not_run_log.allow(mono):
                 continue
-            if state == State.SKIPPED:
-                log.info("firing.skipped", job=spec.name, slot=slot, reason=extra["reason"], running=extra.get("running"))
-            else:
+            if state == State.DEGRADED:
                 log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
+            else:
+                log.info(f"firing.{state}", job=spec.name, slot=slot, reason=extra["reason"], running=extra.get("running"))
 
     def _skip_extra(self, spec: JobSpec) -> dict:
         return {"reason": "forbid", "running": self.view.running_of(spec.name)[:3]}
@@ -483,14 +495,25 @@ class Firing:
         (an election, §4.8), a takeover, or a wait for a replaced run to stop never sheds."""
         if not held.queued or held.picked - held.queued < SHED_AFTER_QUEUED:
             return None
-        now = self.node.clock.time()
+        return self._late(spec, slot, self.node.clock.time(), "a worker")
+
+    def _late(self, spec: JobSpec, slot: int, now: float, waited_for: str) -> tuple[State, str] | None:
+        """Is a firing, held up on this node, late past what its job's policy would still run? Past its
+        starting deadline: ``missed``; under ``forbid`` or ``replace``, once the job's next firing's
+        start has passed: ``skipped``."""
+        start_at = self.node.start_time(spec, slot)
         if now - start_at > spec.starting_deadline:
-            return State.MISSED, "late: its starting deadline passed while it waited for a worker"
+            return State.MISSED, f"late: its starting deadline passed while it waited for {waited_for}"
         if spec.concurrency != "allow" and (nxt := spec.next_after(slot)) is not None:
             nxt_start = self.node.start_time(spec, int(nxt))
             if start_at < nxt_start <= now:  # (a jitter longer than the period may order them the other way)
-                return State.SKIPPED, "late: the job's next firing was due while it waited for a worker"
+                return State.SKIPPED, f"late: the job's next firing was due while it waited for {waited_for}"
         return None
+
+    def _etcd_slow(self) -> bool:
+        """A claim round trip of ours has been waiting for etcd for a while (an election, a stall)."""
+        now = self.node.clock.monotonic()
+        return any(now - began > ETCD_SLOW for began in list(self._in_etcd.values()))
 
     def _retry(self, spec: JobSpec, slot: int, held: Held, attempt: int, tries: list[dict]) -> int | None:
         """Re-claim our firing for the next attempt, re-sent until its answer is known (a lost answer

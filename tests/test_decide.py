@@ -85,7 +85,7 @@ def test_check_claims_an_unclaimed_firing_of_the_job_as_it_is_now():
     spec = make_spec("j", "*/2 * * * * *", builtin="noop")
     v = _view(spec)
     check = Entry(0.0, 0, Task.CHECK, "j", T, 1)  # made for an older revision
-    assert decide(check, v, Me("n1", True)) == [ClaimNow(spec, v.job("j")[1], T)]
+    assert decide(check, v, Me("n1", True)) == [ClaimNow(spec, v.job("j")[1], T, owner=False)]
     assert decide(Entry(0.0, 0, Task.CHECK, "j", T + 1, 1), v, Me("n1", True)) == [], "not a firing of the job"
     claimed = _view(spec, claims=[("j", T, "running")])
     assert decide(check, claimed, Me("n1", True)) == []

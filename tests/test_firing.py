@@ -13,7 +13,7 @@ import pytest
 
 from etcdcron.admin import Admin
 from etcdcron.clock import FakeClock
-from etcdcron.daemon import Node, NodeConfig
+from etcdcron.daemon import CLAIMERS, Node, NodeConfig
 from etcdcron.executor import KILL_GRACE
 from etcdcron.jobs import make_spec
 from etcdcron import store as st
@@ -289,3 +289,22 @@ def test_takeover_after_the_next_firing_is_still_run(fstore, keys, nodes, tmp_pa
     assert wait_for(lambda: len(final()) >= 10, 30)
     late = {s: r.get("reason") for s, r in final().items() if r["state"] != "succeeded"}
     assert not late, f"takeover firings not run: {late}"
+
+
+def test_claim_that_waited_for_a_claimer_is_shed_not_run_late(fstore, keys, nodes, tmp_path):
+    """Overload before the workers: a claim batch that waited for a claimer until its forbid job's
+    next firing was due records that firing skipped instead of claiming and running it late."""
+    led = tmp_path / "ledger"
+    _put(fstore, keys, make_spec("tick", "* * * * * *", builtin="ledger", args={"path": str(led)},
+                                 active_since=time.time()))
+    node = nodes("n1")
+    assert wait_for(lambda: len(_ledger(led)) >= 2, 10)
+    for _ in range(CLAIMERS):  # every claimer held for 2.5 s: claim batches queue behind them
+        node.claimer.submit(time.sleep, 2.5)
+    blocked_from = time.time()
+    assert wait_for(lambda: any(r["start"] > blocked_from + 3.0 for r in _ledger(led)), 15)
+    shed = [s for s, c in _records(fstore, keys, "tick").items()
+            if c["state"] == "skipped" and (c.get("reason") or "").startswith("late")]
+    assert shed, "no firing was shed"
+    late = [r for r in _ledger(led) if r["start"] - r["slot"] > 1.0]
+    assert not late, f"firings claimed and run late instead of being shed: {late}"
