@@ -279,9 +279,13 @@ class Node:
             if ch.relisted and self._overdue(spec, now):
                 self._push_ranked(Task.CATCHUP, f"{name}|catchup", spec, now, int(now), rev)
         if fires:
-            with self._lock:  # one heapify, not a push per job
-                self._fires.extend(fires)
-                heapq.heapify(self._fires)
+            with self._lock:
+                if len(fires) > len(self._fires) // 8:  # a relist: one heapify, not a push per job
+                    self._fires.extend(fires)
+                    heapq.heapify(self._fires)
+                else:  # a few jobs changed: a heapify of a million entries per change would be O(jobs)
+                    for entry in fires:
+                        heapq.heappush(self._fires, entry)
         for claim in ch.lost:
             self.retry_recovery(claim, 0.0)
         if ch.control:
