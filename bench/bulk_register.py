@@ -32,7 +32,6 @@ import argparse
 import math
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time

@@ -327,7 +327,7 @@ def run(opts, work: Path) -> dict:
             time.sleep(opts.settle)
             pids = {nid: p.pid for nid, p in procs.items()} | {"etcd": member.proc.pid}
             for nid in procs:
-                R["nodes"][nid].setdefault(f"rss_settled_mb", proc_status(procs[nid].pid).get("VmRSS"))
+                R["nodes"][nid].setdefault("rss_settled_mb", proc_status(procs[nid].pid).get("VmRSS"))
             log(f"[{name}] idle window {opts.idle:g}s")
             cpu = idle_window(pids, opts.idle)
             R[f"idle_{name}"] = cpu
