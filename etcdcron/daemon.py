@@ -252,8 +252,8 @@ class Node:
         self._seen.clear()
         changes = self.view.load(kvs, rev)
         del kvs
-        _trim()  # the listing's memory (a few hundred bytes per key) back to the system
         self._react(changes)
+        _trim()  # the listing's memory (a few hundred bytes per key) back to the system
         return rev
 
     def _on_events(self, events, revision: int) -> None:

@@ -204,8 +204,8 @@ def _share_map(v: Any) -> Any:
     ones are one dict (a fleet's jobs often pass the same arguments)."""
     if not v:
         return _NO_ARGS
-    if v.__class__ is not dict or len(v) > 8:
-        return v
+    if v.__class__ is not dict or len(v) > 8 or any(x.__class__ is not str for x in v.values()):
+        return v  # (1, 1.0 and True are equal keys: only maps of strings are shared)
     try:
         key = tuple(v.items())
         got = _SHARED_MAPS.get(key)

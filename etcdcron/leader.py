@@ -139,6 +139,7 @@ class LeaderChores:
 
     def _forget(self) -> None:
         """Leadership changed: what we knew may be stale; the next pass reads etcd again."""
+        self.node.view.track_changed_jobs(self.leading)  # only a leader's scan needs them
         self._cursor.clear()
         self._judged.clear()
         self._visits.clear()
@@ -179,7 +180,17 @@ class LeaderChores:
 
     def record_missed(self, now: float) -> int:
         """Record ``missed`` for every firing past its start time (slot + jitter) + starting deadline
-        + slack that nobody claimed, then store how far every job has been judged (one write)."""
+        + slack that nobody claimed, then store how far every job has been judged (one write).
+
+        A pass that fails half-way (etcd unavailable) has already taken the jobs it was to visit off
+        the heap and the view's changed set: the next pass visits every job again."""
+        try:
+            return self._record_missed(now)
+        except BaseException:
+            self._all = True
+            raise
+
+    def _record_missed(self, now: float) -> int:
         if not self._loaded:
             self._load()
         view, recorded = self.node.view, 0

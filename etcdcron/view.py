@@ -52,7 +52,8 @@ class View:
         self.triggers: dict[str, tuple[int, dict]] = {}  # job -> (mod revision, request)
         self.backfills: dict[tuple[str, str], tuple[int, dict]] = {}  # (job, id) -> (mod revision, request)
         self.runs: dict[str, int] = {}  # job -> number of claims so far (for --max-runs)
-        self._changed_jobs: set[str] = set()  # jobs whose spec or run count changed, for the leader's scan
+        # jobs whose spec or run count changed, for the leader's scan; None: not tracked (not leading)
+        self._changed_jobs: set[str] | None = None
 
     # --- loading
     def load(self, kvs: list[KV], revision: int) -> Changes:
@@ -64,7 +65,8 @@ class View:
             for kv in kvs:
                 self._put(self.keys.parse(kv.key), kv)
             self.revision = revision
-            self._changed_jobs = old_jobs | set(self.jobs)
+            if self._changed_jobs is not None:
+                self._changed_jobs = old_jobs | set(self.jobs)
             return Changes(jobs=old_jobs | set(self.jobs), lost=self.lost_runs(), control=True, relisted=True)
 
     def apply(self, events: list[Event], revision: int) -> Changes:
@@ -75,8 +77,7 @@ class View:
                 k = self.keys.parse(ev.kv.key)
                 if k.kind is Kind.JOB:
                     ch.jobs.add(k.job)
-                    self._changed_jobs.add(k.job)
-                elif k.kind is Kind.RUNS:
+                if self._changed_jobs is not None and k.kind in (Kind.JOB, Kind.RUNS):
                     self._changed_jobs.add(k.job)
                 elif k.kind in _CONTROL:
                     ch.control = True
@@ -148,10 +149,17 @@ class View:
         elif k.kind is Kind.BACKFILL:
             self.backfills.pop((k.job, k.ident), None)
 
-    def take_changed_jobs(self) -> set[str]:
-        """The jobs whose spec or run count changed since the last call (every job after a load)."""
+    def track_changed_jobs(self, on: bool) -> None:
+        """Start (or stop) noting which jobs change, for :meth:`take_changed_jobs`; a node that does
+        not lead keeps no such set (it would hold every job's name)."""
         with self.lock:
-            out, self._changed_jobs = self._changed_jobs, set()
+            self._changed_jobs = set() if on else None
+
+    def take_changed_jobs(self) -> set[str]:
+        """The jobs whose spec or run count changed since the last call (every job after a load);
+        tracking starts with the first call."""
+        with self.lock:
+            out, self._changed_jobs = self._changed_jobs or set(), set()
             return out
 
     # --- queries

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from etcdcron.errors import InvalidJobName, InvalidSpec
@@ -47,3 +49,12 @@ def test_args_parse():
     assert parse_args(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
     with pytest.raises(InvalidSpec):
         parse_args(["nokey"])
+
+
+def test_stored_args_that_are_not_strings_are_read_back_as_they_were():
+    """Equal small args maps are shared between specs read from etcd, but only maps of strings:
+    1, 1.0 and True are equal dict keys and must not be read back as one another."""
+    base = json.loads(make_spec("a", "* * * * *", shell="true").to_json())
+    first = JobSpec.from_json(json.dumps({**base, "args": {"n": 1}}))
+    second = JobSpec.from_json(json.dumps({**base, "args": {"n": True}}))
+    assert first.args == {"n": 1} and second.args["n"] is True

@@ -265,3 +265,31 @@ def test_missed_scan_visits_only_jobs_with_a_firing_to_judge(store, keys):
     from etcdcron.store import Event
     node.view.apply([Event("put", kv) for kv in kvs if kv.key == keys.job("daily7")], rev)
     assert node.leader.record_missed(T0 + 60) == 3 + 3  # tick and daily7 at T0+30, T0+40, T0+50 (reach 7 s)
+
+
+def test_a_failed_pass_loses_no_firing(store, keys):
+    """A pass whose record round trip fails half-way (etcd unavailable) leaves nothing unjudged: the
+    next pass visits every job again, and the watermark never passes a firing it did not judge."""
+    import pytest
+
+    from etcdcron.errors import StoreUnavailable
+    for name in ("a", "b", "c"):
+        store.put(keys.job(name), make_spec(name, "@every 10s", shell="true", starting_deadline=5,
+                                            active_since=T0 - 5).to_json())
+    node = _node(store, keys)
+    _load(node)
+    assert node.leader.record_missed(T0) == 0
+    batch = node.store.txn_batch
+    calls = []
+
+    def failing(txns):
+        calls.append(len(txns))
+        if len(calls) == 1:
+            raise StoreUnavailable("injected: etcd unavailable")
+        return batch(txns)
+    node.store.txn_batch = failing
+    with pytest.raises(StoreUnavailable):
+        node.leader.record_missed(T0 + 30)
+    assert node.leader.record_missed(T0 + 35) == 3 * 3  # T0, T0+10, T0+20 of each job (reach 7 s)
+    assert {job: sorted(s for s, st in _states(store, keys, job).items() if st == "missed")
+            for job in ("a", "b", "c")} == {job: [int(T0), int(T0 + 10), int(T0 + 20)] for job in ("a", "b", "c")}
