@@ -461,9 +461,4 @@ class Claims:
 
     def record(self, job: str, slot: int, state: str, **extra: Any) -> bool:
         """Record a firing that did not run (``missed`` …) if nothing is recorded for it yet."""
-        ck = self.keys.claim(job, slot)
-        rec = ClaimRecord.of(state, recorded_by=self.node_id, **extra)
-        ok = self.store.txn([st.version(ck, "==", 0)], [st.put(ck, rec.to_json())]).succeeded
-        if ok:
-            self.on_record(job, slot, rec.as_dict())
-        return ok
+        return self.record_many([(job, slot, state, extra)])[0]

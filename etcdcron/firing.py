@@ -339,13 +339,10 @@ class Firing:
         return {"reason": "forbid", "running": self.view.running_of(spec.name)[:3]}
 
     def _degraded(self, spec: JobSpec, slot: int) -> None:
-        if self._record(spec.name, slot, State.DEGRADED, level=spec.level):
-            log.info("firing.degraded", job=spec.name, slot=slot, level=spec.level)
+        self._record_many([(spec, slot, State.DEGRADED, {"level": spec.level})])
 
     def _skip(self, spec: JobSpec, slot: int) -> None:
-        busy = self.view.running_of(spec.name)
-        if self._record(spec.name, slot, State.SKIPPED, reason="forbid", running=busy[:3]):
-            log.info("firing.skipped", job=spec.name, slot=slot, reason="previous run still running", running=busy[:3])
+        self._record_many([(spec, slot, State.SKIPPED, self._skip_extra(spec))])
 
     def start(self, spec: JobSpec, slot: int, fence: int, reason: str, run_fence: int | None = None) -> None:
         held = self.local.get(spec.name, slot)
@@ -428,7 +425,7 @@ class Firing:
                 self.local.leave(held)
                 return
             held.cancel.stop("clock")
-        if reason == "schedule" and not held.cancel.is_set() and (shed := self._shed(spec, slot, start_at, held)):
+        if reason == "schedule" and not held.cancel.is_set() and (shed := self._shed(spec, slot, held)):
             state, why = shed
             now = node.clock.time()
             if self._shed_log.allow(node.clock.monotonic()):
@@ -482,7 +479,7 @@ class Firing:
                                 tries=tries if len(tries) > 1 else None, **(extra or {}))
         self._complete(held, spec, record, round(result.ended - result.started, 3), result.started - slot)
 
-    def _shed(self, spec: JobSpec, slot: int, start_at: float, held: Held) -> tuple[State, str] | None:
+    def _shed(self, spec: JobSpec, slot: int, held: Held) -> tuple[State, str] | None:
         """Whether a scheduled firing that waited for a worker is shed rather than run late, by the
         job's own policies: past its starting deadline it is ``missed`` (DESIGN §4.3); under ``forbid``
         or ``replace``, once the job's next firing's start has passed it is ``skipped``.

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import structlog
 
 from . import store as st
-from .claims import ClaimRecord
 from .states import FINAL, State
 from .errors import StoreError
 
@@ -36,7 +35,6 @@ MISSED_EVERY = 5.0  # recording a miss is bookkeeping: a few seconds late costs 
 LOOKBACK = 3600.0  # on a fresh cluster (no watermark yet) the first leader looks this far back for unrecorded misses
 SCAN_CAP = 1000  # firings judged per job and pass
 PASS_CAP = 50_000  # firings judged per pass over all jobs; a pass that hits a cap is followed by another at once
-RECORD_BATCH = 100  # missed records per round trip, a nested transaction each (etcd allows 128 per transaction)
 COLLECT_OPS = 1000  # deletes per collecting round trip
 COLLECT_CHUNK = 120  # deletes per job in one collecting round trip (one nested transaction, with its mark)
 COLLECTED_RANGES = 32  # slot ranges kept per job in ``collected/<job>``; the oldest are dropped beyond
@@ -286,26 +284,16 @@ class LeaderChores:
         self._watermark = at
 
     def _record(self, spec: "JobSpec", slots: list[int], now: float) -> int:
-        """Record ``missed`` for ``slots``, RECORD_BATCH per round trip; each is its own compare-and-swap
-        on the firing having no record yet (as :meth:`Claims.record`)."""
-        claims, keys, n = self.node.claims, self.node.keys, 0
-        for i in range(0, len(slots), RECORD_BATCH):
-            chunk = slots[i:i + RECORD_BATCH]
-            rec = ClaimRecord.of(State.MISSED, recorded_by=self.node.node_id, recorded_at=now)
-            txns = [([st.version(keys.claim(spec.name, s), "==", 0)], [st.put(keys.claim(spec.name, s), rec.to_json())], [])
-                    for s in chunk]
-            results, _ = self.node.store.txn_batch(txns)
-            for slot, res in zip(chunk, results):
-                if not res.succeeded:
-                    continue
-                n += 1
-                claims.on_record(spec.name, slot, rec.as_dict())
-                if n <= LOG_EACH:
-                    log.warning("firing.missed", job=spec.name, slot=slot, deadline=spec.starting_deadline)
-        if n > LOG_EACH:
-            log.warning("firings.missed", job=spec.name, firings=n, logged=LOG_EACH, first=slots[0], last=slots[-1],
+        """Record ``missed`` for ``slots`` in batched round trips; each is its own compare-and-swap on
+        the firing having no record yet (:meth:`Claims.record_many`)."""
+        oks = self.node.claims.record_many([(spec.name, s, State.MISSED, {"recorded_at": now}) for s in slots])
+        done = [slot for slot, ok in zip(slots, oks) if ok]
+        for slot in done[:LOG_EACH]:
+            log.warning("firing.missed", job=spec.name, slot=slot, deadline=spec.starting_deadline)
+        if len(done) > LOG_EACH:
+            log.warning("firings.missed", job=spec.name, firings=len(done), logged=LOG_EACH, first=slots[0], last=slots[-1],
                         deadline=spec.starting_deadline)
-        return n
+        return len(done)
 
     def collect(self, now: float) -> int:
         """Delete finished claims older than their job's deadline window, keeping the newest few per job,
