@@ -5,8 +5,9 @@ A firing (job, slot) has one persistent record ``claims/<job>/<slot>`` and, whil
 
 * the fencing token of a run is the revision of the transaction that gave it the claim (strictly
   greater for every later claim and every retry, because etcd revisions only grow);
-* a run is *lost* exactly when its record says ``running`` but its running key is gone (the lease
-  expired with the node);
+* a run is *lost* exactly when its record says ``running`` (or ``interrupted``) but its running key
+  is gone (the lease expired with the node, or its node stopped it: then the completion that
+  records it ``interrupted`` also writes ``control/lost/<job>/<slot>``, which the nodes watch);
 * a completion or a retry is accepted only if the record still carries our fence and the running
   key is still the one we created (``run_fence``): a node that slept through its lease is refused.
 
@@ -170,6 +171,7 @@ class Outcome:
     why: Why = Why.CLAIMED
     current: KV | None = None  # CHANGED: the job's spec as it is now
     run_fence: int | None = None  # RESOLVED: the create revision of our running key
+    running: tuple[int, ...] = ()  # BLOCKED: the slot of a run of the job in the way
 
     def __bool__(self) -> bool:
         return self.fence is not None
@@ -289,8 +291,11 @@ class Claims:
         if r.max_runs is not None and runs and runs[0].version >= r.max_runs:
             return Outcome(None, Why.EXHAUSTED)
         if r.concurrency == "forbid" and running:
-            return Outcome(None, Why.BLOCKED)
+            return Outcome(None, Why.BLOCKED, running=self._slots(running))
         return Outcome(None, Why.TAKEN)
+
+    def _slots(self, running: list[KV]) -> tuple[int, ...]:
+        return tuple(k.slot for kv in running if (k := self.keys.parse(kv.key)).slot)
 
     def recover(self, old: Claim, job_rev: int, lease: int, now: float, skip: bool, forbid: bool = False) -> Outcome:
         """Take over a lost run: rerun it under a new fence, or (``skip``) record it ``lost``.
@@ -298,9 +303,10 @@ class Claims:
         again after a transport error (an earlier rerun claim of ours comes back ``RESOLVED``)."""
         ck, rk = self.keys.claim(old.job, old.slot), self.keys.running(old.job, old.slot)
         cond = [st.mod_rev(ck, "==", old.mod_revision), st.version(rk, "==", 0)]
+        handed = st.delete(self.keys.lost(old.job, old.slot))  # its hand-over mark, if its node stopped it
         if skip:
             rec = old.record.replace(state=State.LOST, fence=old.fence, ended=now, recorded_by=self.node_id)
-            res = self.store.txn(cond, [st.put(ck, rec.to_json())])
+            res = self.store.txn(cond, [st.put(ck, rec.to_json()), handed])
             if res.succeeded:
                 self.on_record(old.job, old.slot, rec.as_dict())
             return Outcome(0) if res.succeeded else Outcome(None, Why.TAKEN)
@@ -309,7 +315,7 @@ class Claims:
         cond.append(st.mod_rev(self.keys.job(old.job), "==", job_rev))
         if forbid:
             cond.append(st.none_under(self.keys.runnings_of(old.job)))
-        res = self.store.txn(cond, [st.put(ck, rec.to_json()), st.put(rk, self.node_id, lease=lease)],
+        res = self.store.txn(cond, [st.put(ck, rec.to_json()), st.put(rk, self.node_id, lease=lease), handed],
                              [st.get(ck), st.get_prefix(self.keys.runnings_of(old.job), limit=1), st.get(rk)])
         if res.succeeded:
             return Outcome(res.revision)
@@ -317,7 +323,7 @@ class Claims:
         if (fence := self._ours(current, mine, lease)) is not None:
             return Outcome(fence, Why.RESOLVED, run_fence=fence)
         if forbid and current and current[0].mod_revision == old.mod_revision and running:
-            return Outcome(None, Why.BLOCKED)
+            return Outcome(None, Why.BLOCKED, running=self._slots(running))
         return Outcome(None, Why.TAKEN)
 
     def retry(self, job: str, slot: int, fence: int, run_fence: int, attempt: int, now: float,
@@ -360,8 +366,10 @@ class Claims:
         record = ClaimRecord.of(**record) if isinstance(record, dict) else record
         rec = record.replace(node=self.node_id, fence=fence)
         stored = rec.replace(output=rec.output[-ETCD_OUTPUT:]) if len(rec.output or "") > ETCD_OUTPUT else rec
-        txn = ([st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", run_fence or fence)],
-               [st.put(ck, stored.to_json()), st.delete(rk)], [])
+        ops = [st.put(ck, stored.to_json()), st.delete(rk)]
+        if rec.state == State.INTERRUPTED:  # handed over: the other nodes watch control/, not claims/
+            ops.append(st.put(self.keys.lost(job, slot), str(fence)))
+        txn = ([st.mod_rev(ck, "==", fence), st.create_rev(rk, "==", run_fence or fence)], ops, [])
         done: Future = Future()
         with self._group_lock:
             if self._group_thread is None:

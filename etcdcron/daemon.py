@@ -43,6 +43,7 @@ log = structlog.get_logger("etcdcron.node")
 
 SWEEP_EVERY = 2.0  # seconds between sweeps for claims and completions whose answers were lost
 CLAIMERS = 8  # threads that claim the firings due now (apart from the workers that run them)
+CHECK_LINGER = 0.3  # a due takeover check waits this long for others, to read them in one round trip
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Node:
         self.stopping = threading.Event()
         self._heap: list[Entry] = []
         self._fires: list[Entry] = []  # the FIRE entries, apart: the timer takes them in windows
+        self._checks: list[Entry] = []  # the CHECK entries, apart: taken together once the first has lingered
         self._seq = itertools.count()
         self._gen: dict[str, int] = {}  # job -> generation of its live chain of "fire" entries
         self._seen: set[tuple] = set()  # control requests already scheduled here
@@ -108,9 +110,8 @@ class Node:
         self._starts_direct = False  # stopping: claimed firings go to the pool at once, not to the heap
         f = self.firing
         self._work = {Task.START: f.start, Task.RESOLVE: f.resolve, Task.RECOVER: f.recover, Task.CATCHUP: f.catch_up,
-                      Task.TRIGGER: f.trigger, Task.BACKFILL: f.backfill}
+                      Task.TRIGGER: f.trigger, Task.BACKFILL: f.backfill, Task.LATER: lambda fn, args: fn(*args)}
         self._wakeup = threading.Event()
-        self._changed = threading.Condition()
         self._timer = threading.Thread(target=self._timer_loop, name="timer", daemon=True)
         self._watch = None
         self._draining = False
@@ -126,7 +127,9 @@ class Node:
     def start(self) -> None:
         self.session.start()
         rev = self._relist(initial=True)
-        self._watch = self.store.watch(self.keys.root, rev + 1, self._on_events, self._relist, name="view")
+        # the per-firing keys are not watched: a node reads what it needs of them (see etcdcron.view)
+        self._watch = self.store.watch(self.keys.root, rev + 1, self._on_events, self._relist, name="view",
+                                       exclude=(self.keys.claims(), self.keys.runnings))
         self._timer.start()
         self.leader.start()
         self.metrics.bind(self)
@@ -150,6 +153,7 @@ class Node:
             starts = sorted(e for e in self._heap if e.kind is Task.START)
             self._heap.clear()
             self._fires.clear()
+            self._checks.clear()
         for e in starts:
             self._due(e, [])
         # runs, and claims in flight whose runs are still to be queued; completions until acknowledged
@@ -233,17 +237,6 @@ class Node:
     def _wake(self) -> None:
         self._wakeup.set()
 
-    def wait_view(self, cond: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``cond()`` holds on the view (re-checked on every change), or ``timeout``."""
-        end = self.clock.monotonic() + timeout
-        with self._changed:
-            while not cond():
-                left = end - self.clock.monotonic()
-                if left <= 0 or self.stopping.is_set():
-                    return cond()
-                self._changed.wait(min(left, 1.0))
-        return True
-
     # --- the view and reactions to it
     def _relist(self, initial: bool = False) -> int:
         if not initial:  # the watch lost its place (compaction, cancellation)
@@ -288,10 +281,12 @@ class Node:
                         heapq.heappush(self._fires, entry)
         for claim in ch.lost:
             self.retry_recovery(claim, 0.0)
+        for lease, revision in ch.dead:
+            self.submit(self.firing.find_lost, lease, revision, urgent=True)
+        if ch.handed:
+            self.submit(self.firing.check_lost, ch.handed, urgent=True)
         if ch.control:
             self._react_control(now)
-        with self._changed:
-            self._changed.notify_all()
         if ch.jobs or ch.lost or ch.control or ch.relisted:  # something may have gone on the heap
             self._wake()
 
@@ -344,7 +339,7 @@ class Node:
     def me(self) -> Me:
         """This node as the decisions see it, now."""
         return Me(self.node_id, not (self.stopping.is_set() or self.session.draining or self.session.skewed),
-                  self.cfg.levels, self.cfg.takeover, self.cfg.claim_ahead)
+                  self.cfg.levels, self.cfg.takeover, self.cfg.claim_ahead, self.cfg.ttl + 1.0)
 
     def schedule_start(self, spec: JobSpec, slot: int, fence: int, reason: str) -> None:
         """A claimed firing: its run is handed to the pool at its start time (at once once we are
@@ -361,6 +356,10 @@ class Node:
             self.submit(self.firing.start, spec, slot, fence, reason, claimed=True)
         self._wake()
 
+    def call_later(self, delay: float, fn, *args) -> None:
+        """Call ``fn(*args)`` on the claimers after ``delay`` (a read to try again)."""
+        self._push(Task.LATER, self.clock.time() + delay, "", 0, 0, extra=(fn, args))
+
     def schedule_resolve(self, todo: list, tries: int, delay: float) -> None:
         """Claims whose answer was lost: sent again after ``delay``."""
         if todo:
@@ -371,7 +370,7 @@ class Node:
               gen: int = 0, extra: tuple = ()) -> None:
         entry = Entry(due, next(self._seq), kind, job, slot, rev, claim, gen, extra)
         with self._lock:
-            heap = self._fires if kind is Task.FIRE else self._heap
+            heap = self._fires if kind is Task.FIRE else self._checks if kind is Task.CHECK else self._heap
             heapq.heappush(heap, entry)
             first = heap[0] is entry
         if first:  # due before whatever the timer sleeps for
@@ -383,7 +382,11 @@ class Node:
         self._carry_out(dc.ranked(self.view, self.me(), kind, key, spec, base, slot, rev, claim, extra), [])
 
     def retry_claim_at_instant(self, spec: JobSpec, rev: int, slot: int) -> None:
-        self._push(Task.CHECK, self.start_time(spec, slot), spec.name, slot, rev)
+        """Our claim made ahead found the job's run in the way (``forbid``): claim again at the start
+        time (on the main heap: not held back with the takeover checks)."""
+        entry = Entry(self.start_time(spec, slot), next(self._seq), Task.CHECK, spec.name, slot, rev)
+        with self._lock:
+            heapq.heappush(self._heap, entry)
         self._wake()
 
     def retry_recovery(self, c: Claim, delay: float) -> None:
@@ -404,8 +407,10 @@ class Node:
                 while self._heap and self._heap[0].due <= now:
                     due.append(heapq.heappop(self._heap))
                 self._take_fires(now, due)
+                self._take_checks(now, due)
                 delay = min(self._heap[0].due if self._heap else now + 1.0,
-                            self._fires[0].due if self._fires else now + 1.0) - now
+                            self._fires[0].due if self._fires else now + 1.0,
+                            self._checks[0].due + CHECK_LINGER if self._checks else now + 1.0) - now
             if self.clock.monotonic() >= self._next_sweep:
                 self._next_sweep = self.clock.monotonic() + SWEEP_EVERY
                 self.submit(self.firing.adopt_orphans)
@@ -435,6 +440,16 @@ class Node:
         while fires and (fires[0].due <= now or (fires[0].due <= horizon and self._ahead_ok(fires[0].job))):
             due.append(heapq.heappop(fires))
 
+    def _take_checks(self, now: float, due: list[Entry]) -> None:
+        """Once the first takeover check has waited :data:`CHECK_LINGER`, take every check due by now:
+        whether their firings are claimed is read in one round trip (spread firings would otherwise
+        cost a read each). A takeover a little late is harmless; one made early would not be.
+        Called with the lock held."""
+        checks = self._checks
+        if checks and checks[0].due + CHECK_LINGER <= now:
+            while checks and checks[0].due <= now:
+                due.append(heapq.heappop(checks))
+
     def _ahead_ok(self, job: str) -> bool:
         found = self.view.jobs.get(job)
         return found is not None and found[0].on_node_loss != "skip"
@@ -462,7 +477,8 @@ class Node:
             elif isinstance(a, Submit):
                 if a.kind is Task.START:
                     self._queued(a.args[0].name, a.args[1])
-                self.submit(self._work[a.kind], *a.args, claimed=a.kind is Task.START, urgent=a.kind is Task.RESOLVE)
+                self.submit(self._work[a.kind], *a.args, claimed=a.kind is Task.START,
+                            urgent=a.kind in (Task.RESOLVE, Task.LATER))
 
     def _queued(self, job: str, slot: int) -> None:
         """Stamp a held firing whose run goes to the pool now (how long it waits there may shed it)."""

@@ -7,8 +7,11 @@ the batch claimed in one round trip, ``Schedule`` onto the timer heap, ``Submit`
 
 Who runs a firing: every node computes the rendezvous order of the live nodes serving the job's
 level for (job, slot). The first claims just before the firing's start time (its instant plus the
-job's jitter); the one ranked r re-checks ``r * takeover`` after the start time and claims if
-nobody has. Lost runs, catch-up, backfills and triggers are handed out the same way, ranked on their
+job's jitter); the one ranked r re-checks ``r * takeover`` after the start time (a read of the claim
+key, batched with the other checks due) and claims if nobody has. Only the first :data:`EAGER_RANKS`
+ranks check every firing; a node ranked further checks once a dead node would have left the view
+(``lease_wait`` after the start time), and only if a node ranked before it has left, so that what a
+node reads follows its share of the firings (issue 11), not the whole cluster's. Lost runs, catch-up, backfills and triggers are handed out the same way, ranked on their
 own keys.
 """
 
@@ -34,6 +37,7 @@ class Task(Enum):
     CATCHUP = "catchup"  # after a relist: firings inside the starting deadline nobody claimed
     TRIGGER = "trigger"  # a manual run request
     BACKFILL = "backfill"  # a backfill request
+    LATER = "later"  # a call put off (a read to try again): extra is (function, args)
 
 
 @dataclass(order=True, slots=True)
@@ -52,6 +56,9 @@ class Entry:
     # TRIGGER (request rev,); BACKFILL (request id, request rev)
 
 
+EAGER_RANKS = 3  # the owner and the next two: each checks every firing it ranks for
+
+
 @dataclass(frozen=True)
 class Me:
     """What a decision needs to know of this node."""
@@ -61,6 +68,7 @@ class Me:
     levels: tuple[int, ...] = (1, 2, 3)
     takeover: float = 0.4
     claim_ahead: float = 0.2
+    lease_wait: float = 4.0  # a node's TTL + 1 s: by then a node that died has left the view
 
 
 @dataclass(frozen=True)
@@ -136,15 +144,22 @@ def decide(e: Entry, view: View, me: Me, gen: int | None = None) -> list[Action]
         return [Submit(Task.START, (e.extra[0], e.slot, e.extra[1], e.extra[2]))]
     if e.kind is Task.RESOLVE:
         return [Submit(Task.RESOLVE, e.extra)]
+    if e.kind is Task.LATER:
+        return [Submit(Task.LATER, e.extra)]
     found = view.job(e.job)
     if found is None:
         return []
     spec, rev = found
     if e.kind is Task.CHECK:
-        # a change of the job since does not cancel a firing its new spec still has
-        if not spec.paused and spec.fires_at(e.slot) and not view.claimed(e.job, e.slot):
-            return [ClaimNow(spec, rev, e.slot, owner=False)]
-        return []
+        # a change of the job since does not cancel a firing its new spec still has; whether it is
+        # claimed already is read from etcd with the other takeovers due now (the view has no claims)
+        if spec.paused or not spec.fires_at(e.slot):
+            return []
+        if e.extra:  # a late rank: only if a node ranked before us has left since
+            nodes = order(view, me, spec, f"{e.job}|{e.slot}")
+            if me.node_id not in nodes or nodes.index(me.node_id) >= e.extra[0]:
+                return []
+        return [ClaimNow(spec, rev, e.slot, owner=False)]
     if rev != e.rev or spec.paused:
         return []  # a newer spec has its own entries
     if e.kind is Task.FIRE:
@@ -156,15 +171,17 @@ def decide(e: Entry, view: View, me: Me, gen: int | None = None) -> list[Action]
             out.append(Schedule(claim_time(spec, int(nxt), me.claim_ahead), Task.FIRE, e.job, int(nxt), rev, gen=e.gen))
         nodes = order(view, me, spec, f"{e.job}|{e.slot}")
         if me.node_id in nodes:
-            r = nodes.index(me.node_id)
-            out.append(ClaimNow(spec, rev, e.slot) if r == 0 else
-                       Schedule(start_time(spec, e.slot) + r * me.takeover, Task.CHECK, e.job, e.slot, rev))
+            r, start = nodes.index(me.node_id), start_time(spec, e.slot)
+            if r == 0:
+                out.append(ClaimNow(spec, rev, e.slot))
+            elif r < EAGER_RANKS:
+                out.append(Schedule(start + r * me.takeover, Task.CHECK, e.job, e.slot, rev))
+            else:
+                out.append(Schedule(start + me.lease_wait + (r - EAGER_RANKS) * me.takeover, Task.CHECK, e.job,
+                                    e.slot, rev, extra=(r,)))
         return out
-    if e.kind is Task.RECOVER:
-        c = view.claims.get((e.job, e.slot))
-        if c is not None and c.unfinished and c.mod_revision == e.claim.mod_revision and (e.job, e.slot) not in view.running:
-            return [Submit(Task.RECOVER, (spec, rev, c))]
-        return []
+    if e.kind is Task.RECOVER:  # the recovery is a compare-and-swap on the lost record: a cheap no if done
+        return [Submit(Task.RECOVER, (spec, rev, e.claim))]
     if e.kind is Task.CATCHUP:
         return [Submit(Task.CATCHUP, (spec, rev, float(e.slot)))]
     if e.kind is Task.TRIGGER:

@@ -32,9 +32,10 @@ import structlog
 
 from . import store as st
 from .claims import Claim, ClaimRecord, ClaimRequest, Outcome, unit_hash
-from .errors import StoreError
+from .errors import StoreCompacted, StoreError
 from .executor import KILL_GRACE, Cancel, RunContext, RunResult, run_job
 from .jobs import JobSpec
+from .keys import Kind
 from .states import NON_RUNS, Phase, State, Why
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ ORPHAN_READS = 60  # orphans confirmed per round trip (two reads each; etcd allo
 SHED_AFTER_QUEUED = 0.1  # a run (a claim) that waited less than this for a worker (a claimer) is never shed
 ETCD_SLOW = 0.5  # a claim round trip this long means etcd, not this node, holds the claims up: no shedding
 MIN_RESOLVE_WINDOW = 30.0  # a claim for a past firing (backfill, trigger) is re-sent at least this long
+ORPHAN_SCAN_EVERY = 30.0  # seconds between reads of running/ for claims of ours no path holds
+ORPHAN_SCAN_AFTER = 60.0  # ... and after giving a claim up unresolved, at every sweep for this long
+REPLACE_POLL = 0.1  # seconds between reads while a replace waits for the runs it replaced to stop
+BLOCKED_POLL = 1.0  # seconds between reads while a catch-up or backfill waits for a forbid run to end
 
 
 @dataclass(eq=False)
@@ -150,6 +155,8 @@ class Firing:
         self._shed_log = LogQuota("firing.shed")
         self._in_etcd: dict[int, float] = {}  # claimer thread -> when its claim round trip began
         self._not_run_log = LogQuota("firing.not_run")
+        self._gave_up = float("-inf")  # monotonic: when a claim was last given up unresolved
+        self._scanned = float("-inf")  # monotonic: the last read of running/ for orphans
 
     # --- stopping runs
     def stop_runs(self, match: Callable[[Held], bool], reason: str, grace: float = KILL_GRACE) -> int:
@@ -194,6 +201,7 @@ class Firing:
                 if node.clock.time() > until:
                     log.warning("firing.unresolved", job=spec.name, slot=slot, error=str(exc)[:200],
                                 then="given up: past its deadline")
+                    self._gave_up = node.clock.monotonic()
                     return "error"
                 log.info("firing.claim_unresolved", job=spec.name, slot=slot, error=str(exc)[:200])
                 node.stopping.wait(RESOLVE_BACKOFF[min(tries, len(RESOLVE_BACKOFF) - 1)])
@@ -201,13 +209,13 @@ class Firing:
                 continue
             if out.why == Why.BLOCKED and wait_blocked:
                 self.local.leave(held)
-                if not node.wait_view(lambda: not self.view.running_of(spec.name), BLOCKED_WAIT):
+                if not self._wait_runs_end(spec.name, BLOCKED_WAIT, BLOCKED_POLL):
                     return "blocked"
                 continue
             break
         if out.why == Why.BLOCKED:
             self.local.leave(held)
-            self._skip(spec, slot)
+            self._skip(spec, slot, out)
             return State.SKIPPED
         if not out:
             self.local.leave(held)
@@ -227,6 +235,7 @@ class Firing:
         node = self.node
         if not node.can_claim():
             return
+        items = self._unclaimed_takeovers(items)
         degraded, now = self.view.degraded(), node.clock.time()
         waited = bool(queued) and node.clock.monotonic() - queued >= SHED_AFTER_QUEUED and not self._etcd_slow()
         todo: list[tuple[JobSpec, ClaimRequest, Held]] = []
@@ -243,12 +252,26 @@ class Firing:
         self._record_many(shed)
         self._claim_batch(todo, 0)
 
+    def _unclaimed_takeovers(self, items: list[tuple[JobSpec, int, int, bool]]) -> list[tuple[JobSpec, int, int, bool]]:
+        """Leave out the ranked takeovers whose firing is claimed already: read, in one round trip for
+        the batch, not claimed (a compare-and-swap that fails is a write through etcd's log, and the
+        view no longer mirrors the claims). Unreadable: all are claimed, each a compare-and-swap."""
+        keys = [self.node.keys.claim(spec.name, slot) for spec, _, slot, owner in items if not owner]
+        if not keys:
+            return items
+        try:
+            exists = iter(self.node.store.exists_many(keys))
+        except StoreError:
+            return items
+        return [it for it in items if it[3] or not next(exists)]
+
     def resolve(self, todo: list[tuple[JobSpec, ClaimRequest, Held]], tries: int) -> None:
         """Send again the claims whose answer was lost, until each is known or past its deadline."""
         now, keep = self.node.clock.time(), []
         for spec, req, held in todo:
             if not self.node.can_claim() or now > self.deadline(spec, req.slot):
                 self.local.leave(held)  # if it had committed, the sweep adopts it (or its lease dies with us)
+                self._gave_up = self.node.clock.monotonic()
                 log.warning("firing.unresolved", job=req.job, slot=req.slot, then="given up")
             else:
                 keep.append((spec, req, held))
@@ -281,7 +304,7 @@ class Firing:
                 node.retry_claim_at_instant(spec, req.job_rev, req.slot)  # the run in the way may end in time
             elif out.why == Why.BLOCKED:
                 self.local.leave(held)
-                skipped.append((spec, req.slot, State.SKIPPED, self._skip_extra(spec)))
+                skipped.append((spec, req.slot, State.SKIPPED, self._skip_extra(out)))
             elif out:
                 node.stats["claimed"] += 1
                 if out.why == Why.RESOLVED:
@@ -335,14 +358,30 @@ class Firing:
             else:
                 log.info(f"firing.{state}", job=spec.name, slot=slot, reason=extra["reason"], running=extra.get("running"))
 
-    def _skip_extra(self, spec: JobSpec) -> dict:
-        return {"reason": "forbid", "running": self.view.running_of(spec.name)[:3]}
+    @staticmethod
+    def _skip_extra(out: Outcome) -> dict:
+        return {"reason": "forbid", "running": list(out.running)}
 
     def _degraded(self, spec: JobSpec, slot: int) -> None:
         self._record_many([(spec, slot, State.DEGRADED, {"level": spec.level})])
 
-    def _skip(self, spec: JobSpec, slot: int) -> None:
-        self._record_many([(spec, slot, State.SKIPPED, self._skip_extra(spec))])
+    def _skip(self, spec: JobSpec, slot: int, out: Outcome) -> None:
+        self._record_many([(spec, slot, State.SKIPPED, self._skip_extra(out))])
+
+    def _wait_runs_end(self, job: str, timeout: float, poll: float, besides: int | None = None) -> bool:
+        """Wait until no run of ``job`` (but the firing ``besides``) is alive, read from etcd every
+        ``poll`` seconds; False on timeout or when the node stops."""
+        node, prefix = self.node, self.node.keys.runnings_of(job)
+        end = node.clock.monotonic() + timeout
+        while True:
+            try:
+                kvs, _ = node.store.get_prefix(prefix, limit=2, keys_only=True)
+                if not [kv for kv in kvs if besides is None or node.keys.parse(kv.key).slot != besides]:
+                    return True
+            except StoreError:
+                pass  # not known: keep waiting
+            if node.clock.monotonic() + poll > end or node.stopping.wait(poll):
+                return False
 
     def start(self, spec: JobSpec, slot: int, fence: int, reason: str, run_fence: int | None = None) -> None:
         held = self.local.get(spec.name, slot)
@@ -350,10 +389,68 @@ class Firing:
             held.picked = self.node.clock.monotonic()  # how long it waited for a worker, for _shed
         if spec.concurrency == "replace":
             # the claim told older runs to stop; start once they are gone (or their grace is over)
-            self.node.wait_view(lambda: not [s for s in self.view.running_of(spec.name) if s != slot], KILL_GRACE + 2)
+            self._wait_runs_end(spec.name, KILL_GRACE + 2, REPLACE_POLL, besides=slot)
         self.run(spec, slot, fence, 1, reason, run_fence=run_fence)
 
     # --- lost runs
+    def find_lost(self, lease: int, revision: int) -> None:
+        """``lease`` died at ``revision`` (its ``leases/`` mark was deleted): every running key on it
+        went in that same revision, so the runs it held are read from ``running/`` as it was just
+        before (an MVCC read); those whose record is still unfinished are lost. Every node reads this
+        for itself (a node's death is rare; the reads are one range each) and ranks the recoveries."""
+        node = self.node
+        try:
+            kvs, _ = node.store.get_prefix(node.keys.runnings, revision=revision - 1)
+        except StoreCompacted:  # history gone: read every unfinished record instead
+            log.info("firing.lost_scan", lease=f"{lease:x}", reason="its death's revision was compacted")
+            self.scan_lost()
+            return
+        except StoreError as exc:
+            log.warning("firing.lost_unread", lease=f"{lease:x}", error=str(exc)[:200], then="read again in 1 s")
+            node.call_later(1.0, self.find_lost, lease, revision)
+            return
+        self.check_lost([k.firing for kv in kvs if kv.lease == lease
+                         and (k := node.keys.parse(kv.key)).kind is Kind.RUNNING])
+
+    def check_lost(self, firings: list[tuple[str, int]]) -> None:
+        """Hand the firings among ``firings`` whose record is unfinished and whose running key is gone
+        to the ranked recovery (reads now, in batched round trips)."""
+        node = self.node
+        for i in range(0, len(firings), ORPHAN_READS):
+            chunk = firings[i:i + ORPHAN_READS]
+            try:
+                kvs = node.store.get_many([key for job, slot in chunk
+                                           for key in (node.keys.claim(job, slot), node.keys.running(job, slot))])
+            except StoreError as exc:
+                log.warning("firing.lost_unread", firings=len(firings), error=str(exc)[:200], then="read again in 1 s")
+                node.call_later(1.0, self.check_lost, firings[i:])
+                return
+            for n, (job, slot) in enumerate(chunk):
+                claim_kv, run_kv = kvs[2 * n], kvs[2 * n + 1]
+                if claim_kv is not None and run_kv is None:
+                    c = Claim.parse(job, slot, claim_kv.value, claim_kv.mod_revision)
+                    if c.unfinished:
+                        node.retry_recovery(c, 0.0)
+
+    def scan_lost(self) -> None:
+        """Every unfinished record whose running key is gone, from a listing of ``claims/`` and
+        ``running/`` (when a lease's death can no longer be read in etcd's history)."""
+        node = self.node
+        try:
+            runs, rev = node.store.get_prefix(node.keys.runnings, keys_only=True)
+            claims, _ = node.store.get_prefix(node.keys.claims(), revision=rev)
+        except StoreError as exc:
+            log.warning("firing.lost_unread", error=str(exc)[:200], then="read again in 1 s")
+            node.call_later(1.0, self.scan_lost)
+            return
+        alive = {node.keys.parse(kv.key).firing for kv in runs}
+        for kv in claims:
+            k = node.keys.parse(kv.key)
+            if k.kind is Kind.CLAIM and k.firing not in alive:
+                c = Claim.parse(k.job, k.slot, kv.value, kv.mod_revision)
+                if c.unfinished:
+                    node.retry_recovery(c, 0.0)
+
     def recover(self, spec: JobSpec, rev: int, old: Claim) -> None:
         node = self.node
         if node.stopping.is_set():
@@ -364,6 +461,14 @@ class Firing:
         if not node.can_claim():
             self.local.leave(held)
             node.retry_recovery(old, delay=1.0)
+            return
+        try:  # a read first: a node ranked after the one that recovered it finds it moved on
+            kv = node.store.get(node.keys.claim(old.job, old.slot))
+            moved = kv is None or kv.mod_revision != old.mod_revision
+        except StoreError:
+            moved = False  # not known: the compare-and-swap decides
+        if moved:
+            self.local.leave(held)
             return
         skip = spec.on_node_loss == "skip"
         try:
@@ -572,8 +677,17 @@ class Firing:
         self.resend_unacked()
         if not node.can_claim() or not lease:
             return 0
-        candidates = [(job, slot, found[0]) for job, slot, _ in view.runs_on_lease(lease)
-                      if (found := view.job(job)) is not None and not self.local.known(job, slot)]
+        mono = node.clock.monotonic()
+        if mono - self._scanned < ORPHAN_SCAN_EVERY and mono - self._gave_up > ORPHAN_SCAN_AFTER:
+            return 0  # orphans come only from claims given up unresolved (the scan now and then is a belt)
+        self._scanned = mono
+        try:
+            runs, _ = node.store.get_prefix(node.keys.runnings)
+        except StoreError:
+            return 0
+        mine = [k for kv in runs if kv.lease == lease and (k := node.keys.parse(kv.key)).kind is Kind.RUNNING]
+        candidates = [(k.job, k.slot, found[0]) for k in mine
+                      if (found := view.job(k.job)) is not None and not self.local.known(k.job, k.slot)]
         adopted = 0
         for i in range(0, len(candidates), ORPHAN_READS):
             chunk = candidates[i:i + ORPHAN_READS]
@@ -607,10 +721,15 @@ class Firing:
     def resend_unacked(self) -> None:
         """Send again each completion whose answer was lost (if the first had committed, the record
         already carries our outcome)."""
-        view = self.view
+        node = self.node
         for held in self.local.select(lambda h: h.unacked is not None):
             args, held.unacked = held.unacked, None
-            c = view.claims.get((held.job, held.slot))
+            try:
+                kv = node.store.get(node.keys.claim(held.job, held.slot))
+            except StoreError:
+                held.unacked = args  # the next sweep tries again
+                continue
+            c = Claim.parse(held.job, held.slot, kv.value, kv.mod_revision) if kv is not None else None
             if c is not None and not c.unfinished and c.record.fence == held.fence:
                 self.local.leave(held)  # it had committed
                 continue
@@ -628,7 +747,13 @@ class Firing:
     # --- tasks over several firings
     def catch_up(self, spec: JobSpec, rev: int, now: float) -> None:
         """After (re)start: firings inside the starting deadline that nobody claimed, per --catchup."""
-        due = [s for s in self.node.overdue(spec, now) if not self.view.claimed(spec.name, s)]
+        overdue = self.node.overdue(spec, now)
+        try:
+            claimed = self.node.store.exists_many([self.node.keys.claim(spec.name, s) for s in overdue])
+        except StoreError as exc:  # the next relist hands the catch-up out again
+            log.warning("catchup.failed", job=spec.name, error=str(exc)[:200])
+            return
+        due = [s for s, c in zip(overdue, claimed) if not c]
         if not due:
             return
         if spec.catchup == "none":
@@ -640,9 +765,8 @@ class Firing:
         for slot in due:
             if slot not in run and self._record(spec.name, slot, State.MISSED, reason=f"catchup {spec.catchup}"):
                 log.info("firing.missed", job=spec.name, slot=slot, reason=f"catch-up policy {spec.catchup}")
-        for slot in run:  # oldest first, one after the other
-            if not self.view.claimed(spec.name, slot):
-                self.fire(spec, rev, slot, reason="catchup", wait_blocked=True)
+        for slot in run:  # oldest first, one after the other (one claimed meanwhile is answered TAKEN)
+            self.fire(spec, rev, slot, reason="catchup", wait_blocked=True)
 
     def backfill(self, spec: JobSpec, rev: int, ident: str, req_rev: int, req: dict) -> None:
         """Run each firing of a past range once, through the same claims. A firing with no record inside
@@ -659,14 +783,16 @@ class Firing:
         slots = [s for s in spec.firings(req["from"] - 1, req["to"], limit=req.get("limit", 10_000))
                  if not any(lo <= s <= hi for lo, hi in skip)]
         gone = 0
-        for slot in slots:
+        for i in range(0, len(slots), ORPHAN_READS):
             if self.node.stopping.is_set():
                 return
-            c = self.view.claims.get((spec.name, slot))
-            if c is None and any(lo <= slot <= hi for lo, hi in collected):
-                gone += 1
-            elif c is None or c.state in NON_RUNS:
-                self.fire(spec, rev, slot, reason="backfill", over=c if c is not None else None, wait_blocked=True)
+            chunk = slots[i:i + ORPHAN_READS]
+            try:
+                kvs = self.node.store.get_many([self.node.keys.claim(spec.name, s) for s in chunk])
+            except StoreError as exc:  # the request stays; the next relist hands it out again
+                log.warning("backfill.failed", job=spec.name, request=ident, error=str(exc)[:200])
+                return
+            gone += self._backfill(spec, rev, chunk, kvs, collected)
         if gone:
             log.info("backfill.skipped_collected", job=spec.name, request=ident, firings=gone,
                      why="their claims were collected: they ran or were recorded")
@@ -678,6 +804,20 @@ class Firing:
             log.warning("backfill.finish_failed", job=spec.name, error=str(exc)[:200])
         log.info("backfill.done", job=spec.name, request=ident, firings=len(slots))
 
+    def _backfill(self, spec: JobSpec, rev: int, slots: list[int], kvs: list, collected: list) -> int:
+        """Run the firings of ``slots`` (whose claims, as read, are ``kvs``) that have no run; the
+        number of them found collected."""
+        gone = 0
+        for slot, kv in zip(slots, kvs):
+            if self.node.stopping.is_set():
+                return gone
+            c = Claim.parse(spec.name, slot, kv.value, kv.mod_revision) if kv is not None else None
+            if c is None and any(lo <= slot <= hi for lo, hi in collected):
+                gone += 1
+            elif c is None or c.state in NON_RUNS:
+                self.fire(spec, rev, slot, reason="backfill", over=c if c is not None else None, wait_blocked=True)
+        return gone
+
     def trigger(self, spec: JobSpec, rev: int, trig_rev: int, req: dict) -> None:
         """A manual run now: the first free second from the request's instant becomes its slot. A
         request that cannot run (forbid, degraded, max-runs) is answered all the same: consumed, so
@@ -685,8 +825,12 @@ class Firing:
         tk = self.node.keys.trigger(spec.name)
         at = int(req.get("at", self.node.clock.time()))
         what = ""
-        for slot in range(at, at + 10):
-            if self.view.claimed(spec.name, slot):
+        try:
+            claimed = self.node.store.exists_many([self.node.keys.claim(spec.name, s) for s in range(at, at + 10)])
+        except StoreError:
+            claimed = [False] * 10  # each claim is a compare-and-swap all the same
+        for slot, taken in zip(range(at, at + 10), claimed):
+            if taken:
                 continue
             what = self.fire(spec, rev, slot, reason="trigger", extra_cmp=[st.mod_rev(tk, "==", trig_rev)],
                              extra_ops=[st.delete(tk)])

@@ -3,6 +3,9 @@
     <prefix>/jobs/<name>                 JobSpec JSON
     <prefix>/nodes/<id>                  node info JSON, on the node's lease
     <prefix>/leader/<lease hex>          election candidates, on their leases; lowest create revision leads
+    <prefix>/leases/<lease hex>          one per lease a node registers on, on that lease, never deleted by hand:
+                                         its delete is the lease's death (expiry or revoke), in the same
+                                         revision as the delete of every running key on it
     <prefix>/claims/<job>/<slot>         the record of one firing (state, attempt, node, result); no lease
     <prefix>/running/<job>/<slot>        exists while the claim's run is alive, on the runner's lease
     <prefix>/runs/<job>                  its version counts the claims of the job (--max-runs)
@@ -11,6 +14,8 @@
     <prefix>/control/drain/<node>        the node stops claiming, finishes its runs and leaves
     <prefix>/control/trigger/<job>       run the job now (consumed by the claim)
     <prefix>/control/backfill/<job>/<id> a backfill request {"from": t, "to": t}
+    <prefix>/control/lost/<job>/<slot>   a run its node stopped (recorded ``interrupted``) for another node
+                                         to run again; deleted by the rerun's claim (or the leader)
     <prefix>/backfilled/<job>            slot ranges already handed to backfills (idempotence)
     <prefix>/chores/missed               the leader's missed-firing watermark {"at": t}: every firing whose
                                          start time + deadline + slack is at or before t has been judged
@@ -42,6 +47,7 @@ class Kind(StrEnum):
     JOB = "jobs"
     NODE = "nodes"
     CANDIDATE = "leader"
+    LEASE = "leases"
     CLAIM = "claims"
     RUNNING = "running"
     RUNS = "runs"
@@ -50,6 +56,7 @@ class Kind(StrEnum):
     DRAIN = "control/drain"
     TRIGGER = "control/trigger"
     BACKFILL = "control/backfill"
+    LOST = "control/lost"
     APPLIED = "applied"  # the job is managed by `etcdcron apply`; the view ignores it
     OTHER = "other"  # backfilled/, chores/, collected/ and anything unknown: the view ignores them
 
@@ -61,7 +68,7 @@ class Parsed:
     kind: Kind
     job: str = ""  # JOB, CLAIM, RUNNING, RUNS, KILL, TRIGGER, BACKFILL, APPLIED
     slot: int = 0  # CLAIM, RUNNING
-    node: str = ""  # NODE, DRAIN
+    node: str = ""  # NODE, DRAIN; LEASE: the lease, in hex
     ident: str = ""  # BACKFILL: the request id
 
     @property
@@ -103,6 +110,12 @@ class Keys:
     @property
     def leader(self) -> str:
         return f"{self.prefix}/leader/"
+
+    def lease_mark(self, lease: int) -> str:
+        return f"{self.prefix}/leases/{lease:x}"
+
+    def lost(self, job: str, slot: int) -> str:
+        return f"{self.prefix}/control/lost/{job}/{slot_key(slot)}"
 
     def claim(self, job: str, slot: int) -> str:
         return f"{self.prefix}/claims/{job}/{slot_key(slot)}"
@@ -159,6 +172,9 @@ class Keys:
                 return Parsed(Kind.NODE, node=parts[0])
             if kind == "leader" and len(parts) == 1:
                 return Parsed(Kind.CANDIDATE)
+            if kind == "leases" and len(parts) == 1:
+                int(parts[0], 16)
+                return Parsed(Kind.LEASE, node=parts[0])
             if kind in ("claims", "running") and len(parts) == 2:
                 return Parsed(Kind(kind), job=parts[0], slot=int(parts[1]))
             if kind == "runs" and len(parts) == 1:
@@ -171,6 +187,8 @@ class Keys:
                 return Parsed(Kind(f"control/{parts[0]}"), job=parts[1])
             if kind == "control" and len(parts) == 2 and parts[0] == "drain":
                 return Parsed(Kind.DRAIN, node=parts[1])
+            if kind == "control" and len(parts) == 3 and parts[0] == "lost":
+                return Parsed(Kind.LOST, job=parts[1], slot=int(parts[2]))
             if kind == "control" and len(parts) == 3 and parts[0] == "backfill":
                 return Parsed(Kind.BACKFILL, job=parts[1], ident=parts[2])
         except ValueError:

@@ -5,6 +5,9 @@ the lowest create revision leads, and when its lease dies the next one does. Fir
 for the leader; if two nodes briefly both believe they lead, every record and every collection is
 still a compare-and-swap, so nothing is done twice (the scan's watermark is a plain put: see
 ``LeaderChores._store_watermark`` for why that is enough).
+
+No node mirrors ``claims/`` (issue 11): the leader reads the claims it judges or collects from etcd,
+in read-only round trips of many Ranges (a Txn with no compare), never one round trip per job.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import heapq
 import itertools
 import json
 import threading
-from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import structlog
 
 from . import store as st
-from .states import FINAL, State
+from .claims import Claim
 from .errors import StoreError
+from .keys import Kind
+from .states import FINAL, UNFINISHED, State
 
 if TYPE_CHECKING:
     from .daemon import Node
@@ -41,6 +45,15 @@ COLLECTED_RANGES = 32  # slot ranges kept per job in ``collected/<job>``; the ol
 LOG_EACH = 20  # misses logged one by one per job and pass; beyond, one summary line
 COMPACT_EVERY = 300.0
 COMPACT_KEEP = 10_000
+# etcd refuses a transaction with more than st.TXN_OPS operations (--max-txn-ops); a nested
+# transaction may hold only what its parent leaves of them: that minus the parent's own operations
+TXN_OPS = st.TXN_OPS
+READ_SLOTS = 8192  # firings whose claims one missed-scan round trip reads (bounds its answer)
+SEGMENT_JOBS = 32  # jobs per Range of the collector's listing of claim keys (see _claim_keys)
+SEGMENTS = 32  # such Ranges per round trip
+SEGMENT_PAGE = 2000  # keys per answer of one of them; a fuller segment is read on, page by page
+VALUE_KEYS = 4000  # claims read with their values per round trip (each value is up to ~1 KB)
+LOST_MARK_AGE = 60.0  # a hand-over mark whose firing is no longer unfinished goes once seen this long
 
 
 def reach(spec: "JobSpec") -> float:
@@ -67,6 +80,44 @@ def add_collected(spec: "JobSpec", ranges: list[list[int]], slots: list[int]) ->
         else:
             out.append([lo, hi])
     return out[-COLLECTED_RANGES:]
+
+
+class _Deleter:
+    """The collector's deletes, sent as they come in round trips of nested transactions (one per job
+    and chunk, see :meth:`LeaderChores._delete`) that etcd accepts: at most :data:`COLLECT_OPS`
+    deletes, and a nested transaction holds at most what its parent leaves of :data:`TXN_OPS` (8
+    jobs of 120 deletes each were refused as a whole, at every pass). A job's second chunk goes in a
+    later round trip: it is conditional on the mark its first one writes."""
+
+    def __init__(self, chores: "LeaderChores", specs: dict) -> None:
+        self.chores, self.specs = chores, specs
+        self.batch: list[tuple[str, list[int]]] = []
+        self.ops = self.widest = 0
+        self.done = 0
+
+    def add(self, job: str, chunk: list[int]) -> None:
+        width = len(chunk) + 1  # the deletes and the mark
+        if self.batch and (any(j == job for j, _ in self.batch) or self.ops + width > COLLECT_OPS
+                           or len(self.batch) + 1 + max(self.widest, width) > TXN_OPS):
+            self.flush()
+        self.batch.append((job, chunk))
+        self.ops += width
+        self.widest = max(self.widest, width)
+
+    def flush(self) -> int:
+        if self.batch:
+            self.done += self.chores._delete(self.batch, self.specs)
+            self.batch, self.ops, self.widest = [], 0, 0
+        return self.done
+
+
+def _range(start: bytes, end: bytes, limit: int = 0, keys_only: bool = False):
+    """A Range op over the keys in [start, end): :func:`etcdcron.store.get` widened to a range, whose
+    answer leaves out the values with ``keys_only``."""
+    op = st.get(start.decode())
+    r = op.request_range
+    r.range_end, r.limit, r.keys_only = end, limit, keys_only
+    return op
 
 
 class LeaderChores:
@@ -105,6 +156,7 @@ class LeaderChores:
         self._last_missed = -MISSED_EVERY
         self._last_compact = 0.0
         self._compacted = 0
+        self._lost_seen: dict[tuple[str, int], tuple[int, float]] = {}  # hand-over mark -> (mod revision, first seen)
         self.leading = False
         self.behind = False  # the last scan hit a cap: the next one comes at once
 
@@ -144,6 +196,7 @@ class LeaderChores:
         self._token.clear()
         self._all = True
         self._loaded = False
+        self._lost_seen.clear()
         self.behind = False
 
     def _load(self) -> None:
@@ -230,6 +283,8 @@ class LeaderChores:
             todo.append((start, spec, horizon))
         todo.sort(key=lambda t: t[0])  # the furthest behind first
         budget, capped = PASS_CAP, False
+        group: list[tuple["JobSpec", float, int, list[int]]] = []  # judged together: one read, shared records
+        group_slots = 0
         for start, spec, horizon in todo:
             if budget <= 0:
                 judged_at = min(judged_at, start + reach(spec))
@@ -239,7 +294,31 @@ class LeaderChores:
             limit = min(SCAN_CAP, budget)
             slots = spec.firings(start, horizon, limit=limit)
             budget -= len(slots)
-            recorded += self._record(spec, [s for s in slots if not view.claimed(spec.name, s)], now)
+            if group and (len(group) >= TXN_OPS or group_slots + len(slots) > READ_SLOTS):
+                n, at, full = self._judge(group, now)
+                recorded, judged_at, capped = recorded + n, min(judged_at, at), capped or full
+                group, group_slots = [], 0
+            group.append((spec, horizon, limit, slots))
+            group_slots += len(slots)
+        if group:
+            n, at, full = self._judge(group, now)
+            recorded, judged_at, capped = recorded + n, min(judged_at, at), capped or full
+        self.behind = capped
+        if capped:
+            log.info("leader.missed_backlog", judged_to=round(judged_at, 3), behind_s=round(now - judged_at, 1),
+                     recorded=recorded)
+        self._store_watermark(judged_at)
+        return recorded
+
+    def _judge(self, group: list[tuple["JobSpec", float, int, list[int]]], now: float) -> tuple[int, float, bool]:
+        """Judge the firings of a few jobs: read which have a record (one round trip), record ``missed``
+        for the others (shared round trips), then move the jobs' cursors. Returns (recorded, judged
+        up to, capped). A round trip that fails raises before any cursor of the group moves."""
+        claimed = self._claimed([(spec.name, slots) for spec, _, _, slots in group])
+        unclaimed = [(spec, [s for s in slots if (spec.name, s) not in claimed]) for spec, _, _, slots in group]
+        recorded = self._record(unclaimed, now)
+        judged_at, capped = float("inf"), False
+        for spec, horizon, limit, slots in group:
             if slots and len(slots) == limit:
                 self._cursor[spec.name] = self._judged[spec.name] = slots[-1]
                 judged_at = min(judged_at, slots[-1] + reach(spec))
@@ -248,12 +327,25 @@ class LeaderChores:
             else:
                 self._cursor[spec.name] = self._judged[spec.name] = horizon
                 self._book(spec, self._due(spec, horizon))
-        self.behind = capped
-        if capped:
-            log.info("leader.missed_backlog", judged_to=round(judged_at, 3), behind_s=round(now - judged_at, 1),
-                     recorded=recorded)
-        self._store_watermark(judged_at)
-        return recorded
+        return recorded, judged_at, capped
+
+    def _claimed(self, firings: list[tuple[str, list[int]]]) -> set[tuple[str, int]]:
+        """Which of ``firings`` (job, ascending slots) have a record in etcd, in one read-only round
+        trip: per job, one keys-only Range over its claims from its first slot to its last (a job's
+        firings are judged in a row, so that span holds little else). The read is linearizable: a
+        record committed before it is seen; one committed after it wins over ours anyway, each record
+        being a compare-and-swap on the firing having none."""
+        keys = self.node.keys
+        asked = [(job, slots) for job, slots in firings if slots]
+        if not asked:
+            return set()
+        ops = [_range(keys.claim(job, slots[0]).encode(), keys.claim(job, slots[-1]).encode() + b"\0", keys_only=True)
+               for job, slots in asked]
+        out: set[tuple[str, int]] = set()
+        for (job, slots), kvs in zip(asked, self.node.store.txn([], ops).ranges):
+            found = {k.slot for kv in kvs if (k := keys.parse(kv.key)).kind is Kind.CLAIM and k.job == job}
+            out.update((job, s) for s in slots if s in found)
+        return out
 
     def _due(self, spec: "JobSpec", start: float) -> float | None:
         """The job's first firing after ``start`` (remembered: most visits find nothing due, and only
@@ -283,60 +375,171 @@ class LeaderChores:
         self.node.store.put(self.node.keys.missed_watermark, json.dumps({"at": at}))
         self._watermark = at
 
-    def _record(self, spec: "JobSpec", slots: list[int], now: float) -> int:
-        """Record ``missed`` for ``slots`` in batched round trips; each is its own compare-and-swap on
-        the firing having no record yet (:meth:`Claims.record_many`)."""
-        oks = self.node.claims.record_many([(spec.name, s, State.MISSED, {"recorded_at": now}) for s in slots])
-        done = [slot for slot, ok in zip(slots, oks) if ok]
-        for slot in done[:LOG_EACH]:
-            log.warning("firing.missed", job=spec.name, slot=slot, deadline=spec.starting_deadline)
-        if len(done) > LOG_EACH:
-            log.warning("firings.missed", job=spec.name, firings=len(done), logged=LOG_EACH, first=slots[0], last=slots[-1],
-                        deadline=spec.starting_deadline)
-        return len(done)
+    def _record(self, missed: list[tuple["JobSpec", list[int]]], now: float) -> int:
+        """Record ``missed`` for the firings of several jobs in shared round trips; each record is its
+        own compare-and-swap on the firing having none yet (:meth:`Claims.record_many`)."""
+        items = [(spec.name, s, State.MISSED, {"recorded_at": now}) for spec, slots in missed for s in slots]
+        if not items:
+            return 0
+        oks = iter(self.node.claims.record_many(items))
+        n = 0
+        for spec, slots in missed:
+            done = [slot for slot in slots if next(oks)]
+            for slot in done[:LOG_EACH]:
+                log.warning("firing.missed", job=spec.name, slot=slot, deadline=spec.starting_deadline)
+            if len(done) > LOG_EACH:
+                log.warning("firings.missed", job=spec.name, firings=len(done), logged=LOG_EACH, first=slots[0],
+                            last=slots[-1], deadline=spec.starting_deadline)
+            n += len(done)
+        return n
 
     def collect(self, now: float) -> int:
         """Delete finished claims older than their job's deadline window, keeping the newest few per job,
         and only those the missed scan has judged; their slots are added to ``collected/<job>`` in
-        the same transaction."""
+        the same transaction. Then drop the stale hand-over marks (:meth:`_drop_lost_marks`).
+
+        The claims are read from etcd, job by job, never all at once: first their keys (every job's,
+        removed jobs' too), then the values of only the jobs that may have a claim to collect."""
         if not self._loaded:
             self._load()
         view = self.node.view
         with view.lock:
-            by_job: dict[str, list[int]] = defaultdict(list)
-            for (job, slot), c in view.claims.items():
-                if c.state in FINAL:
-                    by_job[job].append(slot)
             specs = {name: spec for name, (spec, _) in view.jobs.items()}
             # a backfill in progress relies on its claims to run each firing once: keep them
             shielded = [(job, req["from"], req["to"]) for (job, _), (_, req) in view.backfills.items()]
-        parts: list[tuple[str, list[int]]] = []
-        for job, slots in by_job.items():
+            lost_marks = dict(view.lost_marks)
+        deleter = _Deleter(self, specs)
+        finished_jobs: set[str] = set()  # jobs with a finished claim: a removed one's mark goes with them
+        for job, finished in self._finished(specs, shielded, now):
+            if finished:
+                finished_jobs.add(job)
             spec = specs.get(job)
             window = (spec.starting_deadline if spec else 0.0) + 60.0
             # a job's claims go only once this leadership's scan has judged their firings (a removed
             # job is never scanned again: all of its claims go)
             judged = self._judged.get(job, float("-inf")) if spec else float("inf")
-            slots.sort()
-            keep = set(slots[-KEEP_PER_JOB:]) if spec else set()
-            doomed = [s for s in slots if s < now - window and s <= judged and s not in keep
+            keep = set(finished[-KEEP_PER_JOB:]) if spec else set()
+            doomed = [s for s in finished if s < now - window and s <= judged and s not in keep
                       and not any(j == job and lo <= s <= hi for j, lo, hi in shielded)]
-            parts += [(job, doomed[i:i + COLLECT_CHUNK]) for i in range(0, len(doomed), COLLECT_CHUNK)]
+            for i in range(0, len(doomed), COLLECT_CHUNK):
+                deleter.add(job, doomed[i:i + COLLECT_CHUNK])
         # the marks of removed jobs go with their last claims, or alone
-        parts += [(job, []) for job in self._marks if job not in specs and job not in by_job]
-        done, batch, ops = 0, [], 0
-        for job, chunk in parts:
-            if batch and (any(j == job for j, _ in batch) or ops + len(chunk) > COLLECT_OPS or len(batch) >= 64):
-                done += self._delete(batch, specs)
-                batch, ops = [], 0
-            batch.append((job, chunk))
-            ops += len(chunk) + 1
-        if batch:
-            done += self._delete(batch, specs)
+        for job in [job for job in self._marks if job not in specs and job not in finished_jobs]:
+            deleter.add(job, [])
+        done = deleter.flush()
         if done:
             log.info("leader.collected", claims=done)
+        self._drop_lost_marks(lost_marks, now)
         self._compact()
         return done
+
+    def _may_collect(self, job: str, slots: list[int], spec: "JobSpec | None", shielded: list, now: float) -> bool:
+        """Could any of a job's claims (``slots``, from its keys) be collected? Only those that can are
+        read with their values: a job with no more claims than it keeps costs its keys alone."""
+        if spec is None:
+            return True  # removed: read, so that its mark goes with its last claims or alone
+        if len(slots) <= KEEP_PER_JOB:
+            return False  # every finished claim among them is among the newest kept
+        old, judged = now - spec.starting_deadline - 60.0, self._judged.get(job, float("-inf"))
+        return any(s < old and s <= judged and not any(j == job and lo <= s <= hi for j, lo, hi in shielded)
+                   for s in slots)
+
+    def _finished(self, specs: dict, shielded: list, now: float):
+        """(job, ascending slots of its finished claims) for every job whose claims may be collected,
+        read in round trips of up to :data:`VALUE_KEYS` claims (a job with more is read alone, paged)."""
+        keys, store = self.node.keys, self.node.store
+        pending: list[tuple[str, int]] = []  # (job, how many claims)
+        size = 0
+
+        def states(kvs) -> list[int]:
+            out = []
+            for kv in kvs:
+                k = keys.parse(kv.key)
+                if k.kind is Kind.CLAIM and Claim.parse(k.job, k.slot, kv.value, kv.mod_revision).state in FINAL:
+                    out.append(k.slot)
+            return sorted(out)
+
+        def read(batch: list[tuple[str, int]]):
+            ops = [_range(keys.claims(job).encode(), st.prefix_end(keys.claims(job))) for job, _ in batch]
+            for (job, _), kvs in zip(batch, store.txn([], ops).ranges):
+                yield job, states(kvs)
+
+        for job, slots in self._claim_keys(specs):
+            if not self._may_collect(job, slots, specs.get(job), shielded, now):
+                continue
+            if len(slots) > VALUE_KEYS:
+                yield job, states(store.get_prefix(keys.claims(job))[0])
+                continue
+            if pending and (size + len(slots) > VALUE_KEYS or len(pending) >= SEGMENTS):
+                yield from read(pending)
+                pending, size = [], 0
+            pending.append((job, len(slots)))
+            size += len(slots)
+        if pending:
+            yield from read(pending)
+
+    def _claim_keys(self, specs: dict):
+        """(job, ascending slots) of every job with claims, removed jobs' too, from the keys alone.
+
+        ``claims/`` is cut into segments at every :data:`SEGMENT_JOBS`-th known job, each read as one
+        Range of at most :data:`SEGMENT_PAGE` keys (a fuller one page by page), :data:`SEGMENTS` per
+        round trip. Not one Range over the whole prefix in pages: etcd counts every key from a page's
+        start to the range's end, so paging through n keys costs it n²/2 per page size; a segment's
+        end bounds that count to the segment."""
+        keys, store = self.node.keys, self.node.store
+        base = keys.claims()
+        starts = sorted(keys.claims(name).encode() for name in specs)[SEGMENT_JOBS::SEGMENT_JOBS]
+        edges = [base.encode(), *starts, st.prefix_end(base)]
+        segments = list(zip(edges, edges[1:]))
+
+        def claim_keys():
+            for first in range(0, len(segments), SEGMENTS):
+                chunk = segments[first:first + SEGMENTS]
+                ops = [_range(lo, hi, SEGMENT_PAGE, keys_only=True) for lo, hi in chunk]
+                for (_, hi), kvs in zip(chunk, store.txn([], ops).ranges):
+                    while True:
+                        yield from (k for kv in kvs if (k := keys.parse(kv.key)).kind is Kind.CLAIM)
+                        if len(kvs) < SEGMENT_PAGE:
+                            break
+                        nxt = _range(kvs[-1].key.encode() + b"\0", hi, SEGMENT_PAGE, keys_only=True)
+                        kvs = store.txn([], [nxt]).ranges[0]
+
+        for job, parsed in itertools.groupby(claim_keys(), key=lambda k: k.job):
+            yield job, [k.slot for k in parsed]
+
+    def _drop_lost_marks(self, marks: dict[tuple[str, int], int], now: float) -> int:
+        """Delete the hand-over marks (``control/lost/<job>/<slot>``, see ``marks``: firing -> mod
+        revision) that nobody will consume: their firing's claim is no longer unfinished, or is gone,
+        and this leader has seen the mark unchanged for :data:`LOST_MARK_AGE`. The rerun's claim
+        deletes its mark; one left over (the rerun found the firing done, a claim collected) would
+        otherwise stay for ever. Each delete is a compare-and-swap on the mark and on the claim as
+        read, so a mark written or a claim changed since goes nowhere."""
+        seen = self._lost_seen
+        self._lost_seen = {f: (rev, seen[f][1] if f in seen and seen[f][0] == rev else now) for f, rev in marks.items()}
+        old = [(f, rev) for f, (rev, at) in self._lost_seen.items() if now - at >= LOST_MARK_AGE]
+        if not old:
+            return 0
+        keys, store = self.node.keys, self.node.store
+        lost_key = keys.lost
+        txns = []
+        for first in range(0, len(old), TXN_OPS):
+            chunk = old[first:first + TXN_OPS]
+            claims = store.txn([], [st.get(keys.claim(job, slot)) for (job, slot), _ in chunk]).ranges
+            for ((job, slot), rev), kvs in zip(chunk, claims):
+                kv = kvs[0] if kvs else None
+                if kv is not None and Claim.parse(job, slot, kv.value, kv.mod_revision).state in UNFINISHED:
+                    continue  # still to be run again (or running again): the rerun's claim deletes it
+                ck = keys.claim(job, slot)
+                txns.append(([st.mod_rev(lost_key(job, slot), "==", rev),
+                              st.mod_rev(ck, "==", kv.mod_revision) if kv else st.version(ck, "==", 0)],
+                             [st.delete(lost_key(job, slot))], []))
+        dropped = 0
+        for first in range(0, len(txns), TXN_OPS // 2):
+            results, _ = store.txn_batch(txns[first:first + TXN_OPS // 2])
+            dropped += sum(res.succeeded for res in results)
+        if dropped:
+            log.info("leader.dropped_lost_marks", marks=dropped)
+        return dropped
 
     def _delete(self, batch: list[tuple[str, list[int]]], specs: dict) -> int:
         """One round trip: per job, a nested transaction deleting its claims and updating its collected

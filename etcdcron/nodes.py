@@ -138,12 +138,15 @@ class Session:
         sent = self.clock.monotonic()
         lease = self.store.grant(self.ttl)
         with self._reg_lock:
+            # the lease's mark: its delete tells every node that the lease died, with its runs
+            ops = [st.put(self.keys.lease_mark(lease), self.node_id, lease=lease)]
             if not self.draining:  # a draining node keeps a lease for its runs but owns no firings
-                ops = [st.put(self.keys.node(self.node_id), self.info(lease), lease=lease)]
+                ops.append(st.put(self.keys.node(self.node_id), self.info(lease), lease=lease))
                 skewed = self.skewed
                 if not skewed:
                     ops.append(st.put(self.keys.candidate(lease), self.node_id, lease=lease))
-                self.store.txn([], ops)
+            self.store.txn([], ops)
+            if not self.draining:
                 self._registered_skewed = skewed
             with self._lock:
                 self.lease, self.deadline, self._refreshed_at = lease, sent + self.ttl, sent

@@ -69,6 +69,7 @@ PAGE_KEYS = 2000
 PAGES = 8
 PAGE_BYTES = 32 * 1024 * 1024
 _RELIST_TRIES = 5
+TXN_OPS = 128  # etcd's default --max-txn-ops: the most operations one transaction may hold
 
 
 class KV(NamedTuple):
@@ -159,6 +160,11 @@ def delete(key: str, prefix: bool = False):
 
 def get(key: str):
     return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=_b(key)))
+
+
+def get_count(key: str):
+    """How many keys are ``key`` (0 or 1): a Range that sends back no key and no value."""
+    return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=_b(key), count_only=True))
 
 
 def get_prefix(prefix: str, limit: int = 0):
@@ -505,6 +511,41 @@ class EtcdStore:
             out.append(TxnResult(inner.succeeded, resp.header.revision, ranges))
         return out, resp.header.revision
 
+    def get_many(self, keys: Sequence[str], revision: int = 0) -> list[KV | None]:
+        """The KV of each of ``keys`` (None where there is none), in order, at ``revision`` (0 = now).
+        See :meth:`_read_many` for how they are read."""
+        ranges = self._read_many([get(k) for k in keys], revision)
+        return [_kv(r.kvs[0]) if r.kvs else None for r in ranges]
+
+    def exists_many(self, keys: Sequence[str], revision: int = 0) -> list[bool]:
+        """Whether each of ``keys`` exists, in order: as :meth:`get_many`, but etcd only counts."""
+        ranges = self._read_many([get_count(k) for k in keys], revision)
+        return [r.count > 0 for r in ranges]
+
+    def _read_many(self, reads: list, revision: int) -> list:
+        """The answers to ``reads`` (Range ops: :func:`get`, :func:`get_count`) in as few round trips
+        as etcd allows: read-only Txns of at most :data:`TXN_OPS` Ranges, which etcd serves with a
+        linearizable read and no raft write. Every Txn after the first reads at the first one's
+        revision, so the answers are one snapshot; if that revision is compacted in between, the
+        reading starts over."""
+        tries = 0
+        while True:
+            at, out = revision, []
+            try:
+                for first in range(0, len(reads), TXN_OPS):
+                    ops = reads[first:first + TXN_OPS]
+                    for op in ops:
+                        op.request_range.revision = at
+                    resp = self._call(etcdrpc.KVStub, "Txn", etcdrpc.TxnRequest(success=ops))
+                    at = at or resp.header.revision
+                    out.extend(r.response_range for r in resp.responses)
+                return out
+            except StoreCompacted:
+                tries += 1
+                if revision or tries >= _RELIST_TRIES:
+                    raise  # the caller's own revision is gone, or etcd compacts faster than we read
+                log.info("store.read_many_restarted", keys=len(reads), reason="compacted between transactions")
+
     def compact(self, revision: int) -> None:
         self._call(etcdrpc.KVStub, "Compact", etcdrpc.CompactionRequest(revision=revision, physical=True))
 
@@ -585,11 +626,12 @@ class EtcdStore:
         return sent, time.time(), parsedate_to_datetime(date).timestamp()
 
     def watch(self, prefix: str, start_revision: int, on_events: Callable[[list[Event], int], None],
-              on_reset: Callable[[], int], name: str = "watch") -> "Watch":
-        """Start a supervised watch of ``prefix``; see :class:`etcdcron.watch.Watch`."""
+              on_reset: Callable[[], int], name: str = "watch", exclude: Sequence[str] = ()) -> "Watch":
+        """Start a supervised watch of ``prefix``, less the keys under each of ``exclude``; see
+        :class:`etcdcron.watch.Watch`."""
         from .watch import Watch  # noqa: PLC0415 - watch.py builds on this module
 
-        w = Watch(self, prefix, start_revision, on_events, on_reset, name)
+        w = Watch(self, prefix, start_revision, on_events, on_reset, name, exclude)
         w.start()
         return w
 

@@ -1,8 +1,17 @@
-"""A node's mirror of the cluster: everything under the prefix, kept current by one watch.
+"""A node's mirror of the cluster: what decisions need of the prefix, kept current by one watch.
 
-Scheduling decisions read the view (which jobs, which live nodes, who leads, which firings are
-claimed); correctness never depends on it being fresh, because every decision that matters is a
-compare-and-swap in etcd.
+Scheduling decisions read the view (which jobs, which live nodes, who leads, what is asked of the
+control keys); correctness never depends on it being fresh, because every decision that matters is
+a compare-and-swap in etcd.
+
+The per-firing keys, ``claims/`` and ``running/``, are left out of the watch (issue 11): every node
+receiving every firing's four key changes made each node pay for the whole cluster, so adding nodes
+added no capacity. What a node needs of them it reads when it needs it (a takeover's check, a
+``forbid`` wait, a backfill). Lost runs are found without them: a lease's death is the delete of its
+``leases/<hex>`` mark, in the same revision as every running key on it (see
+:meth:`etcdcron.firing.Firing.find_lost`), and a run its node stopped is handed over through
+``control/lost/<job>/<slot>``. A relist still reads the whole prefix, and finds there the runs lost
+while the watch was away.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from .claims import Claim
+from .claims import _UNFINISHED_MARKS, Claim
 from .jobs import JobSpec
 from .keys import Keys, Kind, Parsed
 from .nodes import leader_of, serves
@@ -30,7 +39,9 @@ class Changes:
     """What one batch of events changed, for the node to act on."""
 
     jobs: set[str] = field(default_factory=set)
-    lost: list[Claim] = field(default_factory=list)
+    lost: list[Claim] = field(default_factory=list)  # a relist: runs lost while the watch was away
+    dead: list[tuple[int, int]] = field(default_factory=list)  # (lease, revision of its death)
+    handed: list[tuple[str, int]] = field(default_factory=list)  # firings their nodes stopped (control/lost)
     control: bool = False
     relisted: bool = False
 
@@ -43,9 +54,7 @@ class View:
         self.jobs: dict[str, tuple[JobSpec, int]] = {}
         self.nodes: dict[str, dict] = {}
         self.candidates: dict[str, tuple[int, str]] = {}  # key -> (create_revision, node id)
-        self.claims: dict[tuple[str, int], Claim] = {}
-        self.running: dict[tuple[str, int], int] = {}  # -> create revision (= fence)
-        self.running_lease: dict[tuple[str, int], int] = {}  # -> the runner's lease
+        self.lost_marks: dict[tuple[str, int], int] = {}  # control/lost: (job, slot) -> mod revision
         self.degrade: dict = {}
         self.kills: dict[str, int] = {}  # job -> revision below which its runs must stop
         self.drains: set[str] = set()
@@ -57,22 +66,34 @@ class View:
 
     # --- loading
     def load(self, kvs: list[KV], revision: int) -> Changes:
+        """Replace the view by a listing of the whole prefix; the listing's claims and running keys
+        are read for the runs lost meanwhile, not kept."""
+        claims: list[tuple[Parsed, KV]] = []
+        running: set[tuple[str, int]] = set()
         with self.lock:
             old_jobs = set(self.jobs)
-            self.jobs.clear(); self.nodes.clear(); self.candidates.clear()
-            self.claims.clear(); self.running.clear(); self.running_lease.clear(); self.degrade = {}
+            self.jobs.clear(); self.nodes.clear(); self.candidates.clear(); self.lost_marks.clear()
+            self.degrade = {}
             self.kills.clear(); self.drains.clear(); self.triggers.clear(); self.backfills.clear(); self.runs.clear()
             for kv in kvs:
-                self._put(self.keys.parse(kv.key), kv)
+                k = self.keys.parse(kv.key)
+                if k.kind is Kind.CLAIM:
+                    if any(m in kv.value for m in _UNFINISHED_MARKS):
+                        claims.append((k, kv))
+                elif k.kind is Kind.RUNNING:
+                    running.add(k.firing)
+                else:
+                    self._put(k, kv)
             self.revision = revision
             if self._changed_jobs is not None:
                 self._changed_jobs = old_jobs | set(self.jobs)
-            return Changes(jobs=old_jobs | set(self.jobs), lost=self.lost_runs(), control=True, relisted=True)
+        lost = [c for k, kv in claims if k.firing not in running
+                and (c := Claim.parse(k.job, k.slot, kv.value, kv.mod_revision)).unfinished]
+        return Changes(jobs=old_jobs | set(self.jobs), lost=lost, control=True, relisted=True)
 
     def apply(self, events: list[Event], revision: int) -> Changes:
         ch = Changes()
         with self.lock:
-            touched: set[tuple[str, int]] = set()
             for ev in events:
                 k = self.keys.parse(ev.kv.key)
                 if k.kind is Kind.JOB:
@@ -81,19 +102,15 @@ class View:
                     self._changed_jobs.add(k.job)
                 elif k.kind in _CONTROL:
                     ch.control = True
-                elif k.kind is Kind.RUNNING and ev.kind == "delete":
-                    touched.add(k.firing)
+                elif k.kind is Kind.LEASE and ev.kind == "delete":
+                    ch.dead.append((int(k.node, 16), ev.kv.mod_revision))
+                elif k.kind is Kind.LOST and ev.kind == "put":
+                    ch.handed.append(k.firing)
                 if ev.kind == "put":
                     self._put(k, ev.kv)
                 else:
                     self._delete(k, ev.kv.key)
             self.revision = max(self.revision, revision)
-            # judged after the whole batch: a completion deletes the running key and finalises the
-            # claim in one revision, which is not a loss
-            for ident in touched:
-                c = self.claims.get(ident)
-                if c is not None and c.unfinished and ident not in self.running:
-                    ch.lost.append(c)
         return ch
 
     def _put(self, k: Parsed, kv: KV) -> None:
@@ -104,11 +121,8 @@ class View:
                 self.nodes[k.node] = json.loads(kv.value)
             elif k.kind is Kind.CANDIDATE:
                 self.candidates[kv.key] = (kv.create_revision, kv.value.decode())
-            elif k.kind is Kind.CLAIM:
-                self.claims[k.firing] = Claim.parse(k.job, k.slot, kv.value, kv.mod_revision)
-            elif k.kind is Kind.RUNNING:
-                self.running[k.firing] = kv.create_revision
-                self.running_lease[k.firing] = kv.lease
+            elif k.kind is Kind.LOST:
+                self.lost_marks[k.firing] = kv.mod_revision
             elif k.kind is Kind.RUNS:
                 self.runs[k.job] = kv.version
             elif k.kind is Kind.DEGRADE:
@@ -131,11 +145,8 @@ class View:
             self.nodes.pop(k.node, None)
         elif k.kind is Kind.CANDIDATE:
             self.candidates.pop(key, None)
-        elif k.kind is Kind.CLAIM:
-            self.claims.pop(k.firing, None)
-        elif k.kind is Kind.RUNNING:
-            self.running.pop(k.firing, None)
-            self.running_lease.pop(k.firing, None)
+        elif k.kind is Kind.LOST:
+            self.lost_marks.pop(k.firing, None)
         elif k.kind is Kind.RUNS:
             self.runs.pop(k.job, None)
         elif k.kind is Kind.DEGRADE:
@@ -163,10 +174,6 @@ class View:
             return out
 
     # --- queries
-    def lost_runs(self) -> list[Claim]:
-        with self.lock:
-            return [c for ident, c in self.claims.items() if c.unfinished and ident not in self.running]
-
     def leader(self) -> str | None:
         with self.lock:
             return leader_of(self.candidates.values())
@@ -183,20 +190,6 @@ class View:
         with self.lock:
             return set(self.degrade.get("levels", ()))
 
-    def running_of(self, job: str) -> list[int]:
-        """Slots of the job whose runs are alive somewhere."""
-        with self.lock:
-            return [slot for (j, slot) in self.running if j == job]
-
-    def runs_on_lease(self, lease: int) -> list[tuple[str, int, int]]:
-        """(job, slot, run fence) of every live run on ``lease``."""
-        with self.lock:
-            return [(j, s, self.running[(j, s)]) for (j, s), le in self.running_lease.items() if le == lease]
-
     def exhausted(self, spec: JobSpec) -> bool:
         with self.lock:
             return spec.max_runs is not None and self.runs.get(spec.name, 0) >= spec.max_runs
-
-    def claimed(self, job: str, slot: int) -> bool:
-        with self.lock:
-            return (job, slot) in self.claims

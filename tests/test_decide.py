@@ -79,30 +79,32 @@ def test_superseded_chain_paused_or_changed_job_does_nothing():
     assert decide(_fire(paused, "j", T), paused, Me(owner, True), gen=1) == []
 
 
-def test_check_claims_an_unclaimed_firing_of_the_job_as_it_is_now():
-    """A takeover CHECK claims if nobody has, under the current spec (even if it changed), and only
-    a firing the current spec still has."""
+def test_check_claims_a_firing_of_the_job_as_it_is_now():
+    """A takeover CHECK asks for a claim under the current spec (even if it changed), and only of a
+    firing the current spec still has; whether it is claimed already is read with the batch (the
+    view holds no claims), so the ClaimNow says it is a takeover."""
     spec = make_spec("j", "*/2 * * * * *", builtin="noop")
     v = _view(spec)
     check = Entry(0.0, 0, Task.CHECK, "j", T, 1)  # made for an older revision
     assert decide(check, v, Me("n1", True)) == [ClaimNow(spec, v.job("j")[1], T, owner=False)]
     assert decide(Entry(0.0, 0, Task.CHECK, "j", T + 1, 1), v, Me("n1", True)) == [], "not a firing of the job"
-    claimed = _view(spec, claims=[("j", T, "running")])
-    assert decide(check, claimed, Me("n1", True)) == []
 
 
-def test_recover_only_a_run_still_lost_as_it_was_seen():
-    """RECOVER submits the recovery while the record is unchanged and no running key exists."""
+def test_recover_submits_the_lost_record_and_a_relist_finds_lost_runs():
+    """A relist finds the runs lost while the watch was away (unfinished record, no running key);
+    RECOVER submits the recovery of the record as it was read (its compare-and-swap decides)."""
     spec = make_spec("j", "* * * * * *", builtin="noop")
-    v = _view(spec, claims=[("j", T, "running")])
-    lost = v.claims[("j", T)]
-    e = Entry(0.0, 0, Task.RECOVER, "j", T, v.job("j")[1], claim=lost)
-    assert decide(e, v, Me("n1", True)) == [Submit(Task.RECOVER, (spec, v.job("j")[1], lost))]
-    alive = _view(spec, claims=[("j", T, "running")], running=[("j", T)])
-    assert decide(e, alive, Me("n1", True)) == []
-    moved = Claim.parse("j", T, b'{"state":"running"}', lost.mod_revision - 1)
-    assert decide(Entry(0.0, 0, Task.RECOVER, "j", T, v.job("j")[1], claim=moved), v, Me("n1", True)) == []
-
+    v = View(K)
+    kvs = [KV(K.job("j"), spec.to_json(), 10, 10, 1, 0),
+           KV(K.claim("j", T), b'{"state":"running","node":"n9"}', 11, 11, 1, 0),
+           KV(K.claim("j", T + 1), b'{"state":"running","node":"n9"}', 12, 12, 1, 0),
+           KV(K.running("j", T + 1), b"n9", 12, 12, 1, 9),
+           KV(K.claim("j", T + 2), b'{"state":"succeeded","node":"n9"}', 13, 13, 1, 0),
+           KV(K.claim("j", T + 3), b'{"state":"interrupted","node":"n9"}', 14, 14, 1, 0)]
+    lost = v.load(kvs, 14).lost
+    assert sorted((c.slot, c.mod_revision) for c in lost) == [(T, 11), (T + 3, 14)]
+    e = Entry(0.0, 0, Task.RECOVER, "j", T, v.job("j")[1], claim=lost[0])
+    assert decide(e, v, Me("n1", True)) == [Submit(Task.RECOVER, (spec, v.job("j")[1], lost[0]))]
 
 def test_start_and_trigger_entries():
     """START always runs (the firing is claimed); a TRIGGER only while its request is the one scheduled."""
@@ -114,3 +116,42 @@ def test_start_and_trigger_entries():
     assert decide(Entry(0.0, 0, Task.TRIGGER, "j", T, v.job("j")[1], extra=(77,)), v, Me("n1", True)) == \
         [Submit(Task.TRIGGER, (spec, v.job("j")[1], 77, {"at": T}))]
     assert decide(Entry(0.0, 0, Task.TRIGGER, "j", T, v.job("j")[1], extra=(76,)), v, Me("n1", True)) == []
+
+
+def test_view_reports_lease_deaths_and_handed_runs_not_claims():
+    """The view keeps no claims: it reports a lease's death (its mark's delete, with the revision)
+    and a run handed over by a stopping node (control/lost), and ignores claim and running events."""
+    from etcdcron.store import Event
+    v = _view(make_spec("j", "* * * * * *", builtin="noop"))
+    ch = v.apply([Event("put", KV(K.claim("j", T), b'{"state":"running"}', 40, 40, 1, 0)),
+                  Event("delete", KV(K.running("j", T), b"", 0, 41, 0, 0)),
+                  Event("delete", KV(K.lease_mark(0xabc), b"", 0, 42, 0, 0)),
+                  Event("put", KV(K.lost("j", T), b"40", 43, 43, 1, 0))], 43)
+    assert ch.dead == [(0xabc, 42)]
+    assert ch.handed == [("j", T)]
+    assert ch.lost == [] and not ch.jobs
+    assert v.lost_marks == {("j", T): 43}
+    assert not hasattr(v, "claims")
+
+
+def test_late_ranks_check_only_once_a_node_before_them_has_left():
+    """Ranks past the eager ones check a lease's lifetime after the start, and only if a node
+    ranked before them left the view meanwhile (each node reads its share, not every firing)."""
+    six = ("n1", "n2", "n3", "n4", "n5", "n6")
+    spec = make_spec("j", "* * * * * *", builtin="noop")
+    v = _view(spec, nodes=six)
+    order = _owner("j", T, six)
+    for r, node in enumerate(order):
+        acts = [a for a in decide(_fire(v, "j", T), v, Me(node, True, lease_wait=4.0), gen=1)
+                if not (isinstance(a, Schedule) and a.kind is Task.FIRE)]
+        if r == 0:
+            assert acts == [ClaimNow(spec, v.job("j")[1], T)]
+        elif r < 3:
+            assert acts == [Schedule(T + r * 0.4, Task.CHECK, "j", T, v.job("j")[1])]
+        else:
+            assert acts == [Schedule(T + 4.0 + (r - 3) * 0.4, Task.CHECK, "j", T, v.job("j")[1], extra=(r,))]
+    late = order[4]
+    check = Entry(0.0, 0, Task.CHECK, "j", T, v.job("j")[1], extra=(4,))
+    assert decide(check, v, Me(late, True)) == [], "every node ranked before it is still there"
+    gone = _view(spec, nodes=[n for n in six if n != order[1]])
+    assert decide(check, gone, Me(late, True)) == [ClaimNow(spec, gone.job("j")[1], T, owner=False)]

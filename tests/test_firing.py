@@ -233,6 +233,7 @@ def test_orphan_claim_on_our_lease_is_adopted_and_run(fstore, keys, nodes, tmp_p
     slot = int(time.time()) - 1
     rec = json.dumps({"state": "running", "attempt": 1, "node": "n1", "started": time.time(), "reason": "schedule"})
     fstore.txn([], [st.put(keys.claim("job", slot), rec), st.put(keys.running("job", slot), "n1", lease=n1.session.lease)])
+    n1.firing._gave_up = n1.clock.monotonic()  # what giving a claim up unresolved notes: sweeps read running/ now
     assert wait_for(lambda: (_record(fstore, keys, "job", slot) or {}).get("state") == "succeeded", 10), \
         _record(fstore, keys, "job", slot)
     assert _record(fstore, keys, "job", slot)["adopted"] is True

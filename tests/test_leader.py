@@ -267,18 +267,24 @@ def test_missed_scan_visits_only_jobs_with_a_firing_to_judge(store, keys):
     assert node.leader.record_missed(T0 + 60) == 3 + 3  # tick and daily7 at T0+30, T0+40, T0+50 (reach 7 s)
 
 
-def test_a_failed_pass_loses_no_firing(store, keys):
-    """A pass whose record round trip fails half-way (etcd unavailable) leaves nothing unjudged: the
-    next pass visits every job again, and the watermark never passes a firing it did not judge."""
-    import pytest
-
-    from etcdcron.errors import StoreUnavailable
+def _three_jobs_judged(store, keys):
+    """A leader with three jobs every 10 s (deadline 5 s), judged up to T0: nothing missed yet."""
     for name in ("a", "b", "c"):
         store.put(keys.job(name), make_spec(name, "@every 10s", shell="true", starting_deadline=5,
                                             active_since=T0 - 5).to_json())
     node = _node(store, keys)
     _load(node)
     assert node.leader.record_missed(T0) == 0
+    return node
+
+
+def test_a_failed_pass_loses_no_firing(store, keys):
+    """A pass whose record round trip fails half-way (etcd unavailable) leaves nothing unjudged: the
+    next pass visits every job again, and the watermark never passes a firing it did not judge."""
+    import pytest
+
+    from etcdcron.errors import StoreUnavailable
+    node = _three_jobs_judged(store, keys)
     batch = node.store.txn_batch
     calls = []
 
@@ -293,3 +299,146 @@ def test_a_failed_pass_loses_no_firing(store, keys):
     assert node.leader.record_missed(T0 + 35) == 3 * 3  # T0, T0+10, T0+20 of each job (reach 7 s)
     assert {job: sorted(s for s, st in _states(store, keys, job).items() if st == "missed")
             for job in ("a", "b", "c")} == {job: [int(T0), int(T0 + 10), int(T0 + 20)] for job in ("a", "b", "c")}
+
+
+# --- issue 11: no view mirrors claims/; the leader reads them from etcd -----------------------------
+
+def _reads(store):
+    """Count the store's read-only round trips (Txns with no compare and only Ranges)."""
+    calls: list[int] = []
+    txn = store.txn
+
+    def counting(compare, success=(), failure=()):
+        success = list(success)
+        if not list(compare) and all(op.WhichOneof("request") == "request_range" for op in success):
+            calls.append(len(success))
+        return txn(compare, success, failure)
+    store.txn = counting
+    return calls
+
+
+def test_missed_scan_reads_claims_from_etcd_in_few_round_trips(store, keys):
+    """Firings claimed in etcd after the view was loaded (no view holds claims) are not recorded
+    missed; the others are; the claims of 300 jobs are read in 3 round trips, not one per job."""
+    for i in range(300):
+        store.put(keys.job(f"j{i:03d}"), make_spec(f"j{i:03d}", "@every 10s", shell="true", starting_deadline=5,
+                                                   active_since=T0 - 5).to_json())
+    node = _node(store, keys)
+    _load(node)
+    assert node.leader.record_missed(T0) == 0
+    c = Claims(store, keys, "runner")
+    claimed = {(f"j{i:03d}", int(T0 + d)) for i in range(0, 300, 7) for d in (0, 20)}
+    for job, slot in claimed:
+        c.record(job, slot, "succeeded")
+    reads = _reads(node.store)
+    assert node.leader.record_missed(T0 + 30) == 300 * 3 - len(claimed)  # T0, T0+10, T0+20 (reach 7 s)
+    assert len(reads) == 3 and sum(reads) == 300, reads
+    for i in range(0, 300, 7):
+        states = _states(store, keys, f"j{i:03d}")
+        assert states == {int(T0): "succeeded", int(T0 + 10): "missed", int(T0 + 20): "succeeded"}, (i, states)
+
+
+def test_a_failed_claim_read_makes_the_next_pass_visit_every_job(store, keys):
+    """A pass whose read of the claims fails (etcd unavailable) records nothing and raises; the next
+    pass visits every job again and records each unclaimed firing once, the claimed ones never."""
+    import pytest
+
+    from etcdcron.errors import StoreUnavailable
+    node = _three_jobs_judged(store, keys)
+    Claims(store, keys, "runner").record("b", int(T0 + 10), "succeeded")
+    txn = node.store.txn
+    failed = []
+
+    def failing(compare, success=(), failure=()):
+        if not failed:
+            failed.append(True)
+            raise StoreUnavailable("injected: etcd unavailable")
+        return txn(compare, success, failure)
+    node.store.txn = failing
+    with pytest.raises(StoreUnavailable):
+        node.leader.record_missed(T0 + 30)
+    assert failed and not any(st == "missed" for job in "abc" for st in _states(store, keys, job).values())
+    assert node.leader.record_missed(T0 + 35) == 3 * 3 - 1
+    assert {job: sorted(s - int(T0) for s, st in _states(store, keys, job).items() if st == "missed")
+            for job in "abc"} == {"a": [0, 10, 20], "b": [0, 20], "c": [0, 10, 20]}
+
+
+def test_collect_reads_claims_from_etcd_job_by_job(store, keys, monkeypatch):
+    """With segments, pages and value batches far smaller than the claims (so that every paging path
+    runs): each job keeps its newest 20 finished claims and its unfinished ones, a job with fewer
+    claims than it keeps loses none, and a removed job (its name between live ones) loses every old
+    finished claim, its unfinished ones kept."""
+    from etcdcron import leader
+    monkeypatch.setattr(leader, "SEGMENT_JOBS", 3)
+    monkeypatch.setattr(leader, "SEGMENT_PAGE", 7)
+    monkeypatch.setattr(leader, "SEGMENTS", 2)
+    monkeypatch.setattr(leader, "VALUE_KEYS", 150)
+    live = [f"j{i:02d}" for i in range(0, 20, 2)]
+    removed = ["a00", *(f"j{i:02d}" for i in range(1, 20, 4)), "z99"]  # before, between and after live ones
+    for job in live:
+        since = T0 - 415 if job == "j04" else T0 - 501
+        store.put(keys.job(job), make_spec(job, "@every 1s", shell="true", starting_deadline=10,
+                                           active_since=since).to_json())
+    node = _node(store, keys)
+    _load(node)
+    for job in live + removed:  # written after the view loaded: only etcd has them
+        _ran(store, keys, job, range(int(T0 - 500), int(T0 - 490)) if job != "j04" else [])
+        store.put(keys.claim(job, int(T0 + 20)), json.dumps({"state": "running", "node": "n"}))
+        store.put(keys.claim(job, int(T0 - 510)), json.dumps({"state": "interrupted", "node": "n"}))
+    _ran(store, keys, "j18", range(int(T0 - 700), int(T0 - 600)))  # more than VALUE_KEYS: read alone
+    for job in removed:
+        _ran(store, keys, job, range(int(T0 - 490), int(T0 - 475)))
+    # judges T0-500 … T0-401: 90 missed per job (j04: its 14 firings since T0-415)
+    assert node.leader.record_missed(T0 - 389) == 90 * 9 + 14
+    assert node.leader.collect(T0) == 80 * 8 + 180 + 25 * len(removed)
+    for job in live + removed:
+        states = _states(store, keys, job)
+        finished = sorted(s - int(T0) for s, state in states.items() if state in ("succeeded", "missed"))
+        want = [] if job in removed else list(range(-414, -400)) if job == "j04" else list(range(-420, -400))
+        assert finished == want, job
+        assert states[int(T0 + 20)] == "running" and states[int(T0 - 510)] == "interrupted", job
+
+
+def test_collect_stays_within_etcds_operations_per_transaction(store, keys):
+    """Eight jobs with 120 claims each to collect: etcd refused them as one round trip (8 nested
+    transactions of 121 operations; a nested one may hold only 128 - 8), so none was ever collected."""
+    for i in range(8):
+        store.put(keys.job(f"j{i}"), make_spec(f"j{i}", "@every 1s", shell="true", starting_deadline=10,
+                                               active_since=T0 - 501).to_json())
+    node = _node(store, keys)
+    _load(node)
+    assert node.leader.record_missed(T0 - 349) == 8 * 140  # T0-500 … T0-361
+    assert node.leader.collect(T0) == 8 * 120
+    assert sorted(_states(store, keys, "j3")) == list(range(int(T0 - 380), int(T0 - 360)))
+
+
+def test_collect_drops_stale_hand_over_marks(store, keys):
+    """A hand-over mark (control/lost/<job>/<slot>) goes once its firing's claim is no longer running
+    or interrupted, or is gone, and the leader has seen it for 60 s; one whose firing still waits for
+    its rerun stays, and so does one rewritten meanwhile (seen anew)."""
+    spec = make_spec("tick", "@every 10s", shell="true", starting_deadline=30, active_since=T0 - 100)
+    store.put(keys.job("tick"), spec.to_json())
+    c = Claims(store, keys, "n")
+    slots = {"done": int(T0 - 90), "gone": int(T0 - 80), "waiting": int(T0 - 70), "rerun": int(T0 - 60),
+             "rewritten": int(T0 - 50)}
+    c.record("tick", slots["done"], "succeeded")
+    c.record("tick", slots["rewritten"], "succeeded")
+    store.put(keys.claim("tick", slots["waiting"]), json.dumps({"state": "interrupted", "node": "n"}))
+    store.put(keys.claim("tick", slots["rerun"]), json.dumps({"state": "running", "node": "m", "attempt": 2}))
+    for slot in slots.values():
+        store.put(keys.lost("tick", slot), "{}")
+    node = _node(store, keys)
+    _load(node)
+    assert set(node.view.lost_marks) == {("tick", s) for s in slots.values()}
+    node.leader.collect(T0)
+    assert all(store.get(keys.lost("tick", s)) is not None for s in slots.values()), "a mark went before 60 s"
+    store.put(keys.lost("tick", slots["rewritten"]), "{}")
+    _load(node)
+    node.leader.collect(T0 + 30)
+    assert all(store.get(keys.lost("tick", s)) is not None for s in slots.values()), "a mark went before 60 s"
+    node.leader.collect(T0 + 61)
+    left = {name for name, s in slots.items() if store.get(keys.lost("tick", s)) is not None}
+    assert left == {"waiting", "rerun", "rewritten"}
+    node.leader.collect(T0 + 95)
+    left = {name for name, s in slots.items() if store.get(keys.lost("tick", s)) is not None}
+    assert left == {"waiting", "rerun"}
