@@ -283,6 +283,8 @@ class Node:
             self.retry_recovery(claim, 0.0)
         for lease, revision in ch.dead:
             self.submit(self.firing.find_lost, lease, revision, urgent=True)
+        for lease, revision in ch.unmarked:
+            self.submit(self.firing.find_lost, lease, revision, True, urgent=True)
         if ch.handed:
             self.submit(self.firing.check_lost, ch.handed, urgent=True)
         if ch.control:

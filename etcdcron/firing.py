@@ -53,6 +53,7 @@ ETCD_SLOW = 0.5  # a claim round trip this long means etcd, not this node, holds
 MIN_RESOLVE_WINDOW = 30.0  # a claim for a past firing (backfill, trigger) is re-sent at least this long
 ORPHAN_SCAN_EVERY = 30.0  # seconds between reads of running/ for claims of ours no path holds
 ORPHAN_SCAN_AFTER = 60.0  # ... and after giving a claim up unresolved, at every sweep for this long
+FOLLOW_EVERY = 2.0  # seconds between reads of the runs of a node that left without a lease mark
 REPLACE_POLL = 0.1  # seconds between reads while a replace waits for the runs it replaced to stop
 BLOCKED_POLL = 1.0  # seconds between reads while a catch-up or backfill waits for a forbid run to end
 
@@ -235,9 +236,10 @@ class Firing:
         node = self.node
         if not node.can_claim():
             return
-        items = self._unclaimed_takeovers(items)
+        # judged before the takeovers' read: time spent in etcd never sheds (§4.8)
         degraded, now = self.view.degraded(), node.clock.time()
         waited = bool(queued) and node.clock.monotonic() - queued >= SHED_AFTER_QUEUED and not self._etcd_slow()
+        items = self._unclaimed_takeovers(items)
         todo: list[tuple[JobSpec, ClaimRequest, Held]] = []
         shed: list[tuple[JobSpec, int, State, dict]] = []
         for spec, rev, slot, owner in items:
@@ -259,10 +261,14 @@ class Firing:
         keys = [self.node.keys.claim(spec.name, slot) for spec, _, slot, owner in items if not owner]
         if not keys:
             return items
+        me = threading.get_ident()
+        self._in_etcd[me] = self.node.clock.monotonic()  # a slow read holds the claimers up too (_etcd_slow)
         try:
             exists = iter(self.node.store.exists_many(keys))
         except StoreError:
             return items
+        finally:
+            self._in_etcd.pop(me, None)
         return [it for it in items if it[3] or not next(exists)]
 
     def resolve(self, todo: list[tuple[JobSpec, ClaimRequest, Held]], tries: int) -> None:
@@ -393,29 +399,34 @@ class Firing:
         self.run(spec, slot, fence, 1, reason, run_fence=run_fence)
 
     # --- lost runs
-    def find_lost(self, lease: int, revision: int) -> None:
+    def find_lost(self, lease: int, revision: int, follow: bool = False) -> None:
         """``lease`` died at ``revision`` (its ``leases/`` mark was deleted): every running key on it
         went in that same revision, so the runs it held are read from ``running/`` as it was just
         before (an MVCC read); those whose record is still unfinished are lost. Every node reads this
-        for itself (a node's death is rare; the reads are one range each) and ranks the recoveries."""
+        for itself (a node's death is rare; the reads are one range each) and ranks the recoveries.
+
+        ``follow``: the lease of a node that left ``nodes/`` at ``revision`` without a mark (a version
+        from before them, in a rolling upgrade): it may still live, so its runs are read again until
+        each has ended (see :meth:`check_lost`)."""
         node = self.node
         try:
-            kvs, _ = node.store.get_prefix(node.keys.runnings, revision=revision - 1)
+            kvs, _ = node.store.get_prefix(node.keys.runnings, revision=revision - 1, keys_only=True)
         except StoreCompacted:  # history gone: read every unfinished record instead
             log.info("firing.lost_scan", lease=f"{lease:x}", reason="its death's revision was compacted")
             self.scan_lost()
             return
         except StoreError as exc:
             log.warning("firing.lost_unread", lease=f"{lease:x}", error=str(exc)[:200], then="read again in 1 s")
-            node.call_later(1.0, self.find_lost, lease, revision)
+            node.call_later(1.0, self.find_lost, lease, revision, follow)
             return
         self.check_lost([k.firing for kv in kvs if kv.lease == lease
-                         and (k := node.keys.parse(kv.key)).kind is Kind.RUNNING])
+                         and (k := node.keys.parse(kv.key)).kind is Kind.RUNNING], lease if follow else 0)
 
-    def check_lost(self, firings: list[tuple[str, int]]) -> None:
+    def check_lost(self, firings: list[tuple[str, int]], follow: int = 0) -> None:
         """Hand the firings among ``firings`` whose record is unfinished and whose running key is gone
-        to the ranked recovery (reads now, in batched round trips)."""
-        node = self.node
+        to the ranked recovery (reads now, in batched round trips). ``follow``: a lease that may still
+        live; the firings still running on it are read again every :data:`FOLLOW_EVERY` seconds."""
+        node, alive = self.node, []
         for i in range(0, len(firings), ORPHAN_READS):
             chunk = firings[i:i + ORPHAN_READS]
             try:
@@ -423,7 +434,7 @@ class Firing:
                                            for key in (node.keys.claim(job, slot), node.keys.running(job, slot))])
             except StoreError as exc:
                 log.warning("firing.lost_unread", firings=len(firings), error=str(exc)[:200], then="read again in 1 s")
-                node.call_later(1.0, self.check_lost, firings[i:])
+                node.call_later(1.0, self.check_lost, firings[i:] + alive, follow)
                 return
             for n, (job, slot) in enumerate(chunk):
                 claim_kv, run_kv = kvs[2 * n], kvs[2 * n + 1]
@@ -431,6 +442,10 @@ class Firing:
                     c = Claim.parse(job, slot, claim_kv.value, claim_kv.mod_revision)
                     if c.unfinished:
                         node.retry_recovery(c, 0.0)
+                elif follow and run_kv is not None and run_kv.lease == follow:
+                    alive.append((job, slot))
+        if alive:
+            node.call_later(FOLLOW_EVERY, self.check_lost, alive, follow)
 
     def scan_lost(self) -> None:
         """Every unfinished record whose running key is gone, from a listing of ``claims/`` and
@@ -464,7 +479,9 @@ class Firing:
             return
         try:  # a read first: a node ranked after the one that recovered it finds it moved on
             kv = node.store.get(node.keys.claim(old.job, old.slot))
-            moved = kv is None or kv.mod_revision != old.mod_revision
+            # moved on by another node (one of ours, whose answer was lost, is found RESOLVED below)
+            moved = kv is None or (kv.mod_revision != old.mod_revision
+                                   and Claim.parse(old.job, old.slot, kv.value, kv.mod_revision).node != node.node_id)
         except StoreError:
             moved = False  # not known: the compare-and-swap decides
         if moved:
@@ -476,6 +493,7 @@ class Firing:
                                       forbid=spec.concurrency == "forbid")
         except StoreError as exc:
             self.local.leave(held)
+            self._gave_up = node.clock.monotonic()  # if it committed, the sweep finds it on our lease
             log.warning("firing.recover_failed", job=old.job, slot=old.slot, error=str(exc)[:200], then="retried")
             node.retry_recovery(old, delay=1.0)  # a recovery that committed is found by the retry (RESOLVED)
             return
@@ -682,7 +700,7 @@ class Firing:
             return 0  # orphans come only from claims given up unresolved (the scan now and then is a belt)
         self._scanned = mono
         try:
-            runs, _ = node.store.get_prefix(node.keys.runnings)
+            runs, _ = node.store.get_prefix(node.keys.runnings, keys_only=True)  # the lease comes with the key
         except StoreError:
             return 0
         mine = [k for kv in runs if kv.lease == lease and (k := node.keys.parse(kv.key)).kind is Kind.RUNNING]

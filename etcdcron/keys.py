@@ -19,6 +19,9 @@
     <prefix>/backfilled/<job>            slot ranges already handed to backfills (idempotence)
     <prefix>/chores/missed               the leader's missed-firing watermark {"at": t}: every firing whose
                                          start time + deadline + slack is at or before t has been judged
+    <prefix>/chores/tick, control/tick,  the leader's ticks, one in each key range a node watches (the
+    <prefix>/tick                        watch leaves out claims/ and running/): put every 30 s, so that no
+                                         watcher's resume revision falls behind a compaction
     <prefix>/collected/<job>             the highest slot whose claim the leader collected (written with
                                          the deletes): every firing at or below it was judged
     <prefix>/applied/<job>               the job is managed by ``etcdcron apply`` (written with the job), so
@@ -194,6 +197,12 @@ class Keys:
         except ValueError:
             pass
         return _OTHER
+
+    @property
+    def ticks(self) -> tuple[str, ...]:
+        """One key in each range of a node's watch (see :mod:`etcdcron.view`): before ``claims/``,
+        between it and ``running/``, after ``running/``."""
+        return f"{self.prefix}/chores/tick", f"{self.prefix}/control/tick", f"{self.prefix}/tick"
 
     @property
     def missed_watermark(self) -> str:

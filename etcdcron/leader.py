@@ -35,6 +35,7 @@ log = structlog.get_logger("etcdcron.leader")
 MISSED_SLACK = 2.0  # a firing is judged missed this long after its starting deadline has passed
 KEEP_PER_JOB = 20  # finished claims kept per job beyond the deadline window
 GC_EVERY = 30.0
+TICK_EVERY = 30.0  # seconds between the leader's ticks (Keys.ticks)
 MISSED_EVERY = 5.0  # recording a miss is bookkeeping: a few seconds late costs nothing, scanning every job each second does
 LOOKBACK = 3600.0  # on a fresh cluster (no watermark yet) the first leader looks this far back for unrecorded misses
 SCAN_CAP = 1000  # firings judged per job and pass
@@ -153,6 +154,7 @@ class LeaderChores:
         self._watermark: float | None = None  # as stored in etcd (read, or last written by us)
         self._marks: dict[str, tuple[list[list[int]], int]] = {}  # job -> (collected ranges, mod revision)
         self._last_gc = 0.0
+        self._last_tick = float("-inf")
         self._last_missed = -MISSED_EVERY
         self._last_compact = 0.0
         self._compacted = 0
@@ -181,11 +183,23 @@ class LeaderChores:
                 if self.behind or node.clock.monotonic() - self._last_missed >= MISSED_EVERY:
                     self._last_missed = node.clock.monotonic()
                     self.record_missed(node.clock.time())
+                if node.clock.monotonic() - self._last_tick >= TICK_EVERY:
+                    self._last_tick = node.clock.monotonic()
+                    self.tick()
                 if node.clock.monotonic() - self._last_gc > GC_EVERY:
                     self._last_gc = node.clock.monotonic()
                     self.collect(node.clock.time())
             except StoreError as exc:
                 log.warning("leader.chore_failed", error=str(exc)[:200])
+
+    def tick(self) -> None:
+        """Put a key in each range of the nodes' watch. A node's watch is several watchers, one per
+        range between the left-out ``claims/`` and ``running/``, each resuming from the last revision
+        it saw; one whose keys do not change for longer than the compaction keeps (``runs/``, say)
+        would resume from a compacted revision after a break (an etcd election, a restart) and make
+        its node re-list the whole prefix, every node at once. A tick keeps every range moving."""
+        at = str(round(self.node.clock.time(), 3))
+        self.node.store.txn([], [st.put(key, at) for key in self.node.keys.ticks])
 
     def _forget(self) -> None:
         """Leadership changed: what we knew may be stale; the next pass reads etcd again."""
@@ -429,7 +443,7 @@ class LeaderChores:
         done = deleter.flush()
         if done:
             log.info("leader.collected", claims=done)
-        self._drop_lost_marks(lost_marks, now)
+        self._drop_lost_marks(lost_marks, specs, now)
         self._compact()
         return done
 
@@ -507,10 +521,10 @@ class LeaderChores:
         for job, parsed in itertools.groupby(claim_keys(), key=lambda k: k.job):
             yield job, [k.slot for k in parsed]
 
-    def _drop_lost_marks(self, marks: dict[tuple[str, int], int], now: float) -> int:
+    def _drop_lost_marks(self, marks: dict[tuple[str, int], int], specs: dict, now: float) -> int:
         """Delete the hand-over marks (``control/lost/<job>/<slot>``, see ``marks``: firing -> mod
         revision) that nobody will consume: their firing's claim is no longer unfinished, or is gone,
-        and this leader has seen the mark unchanged for :data:`LOST_MARK_AGE`. The rerun's claim
+        or their job is removed (nobody recovers a removed job's runs), and this leader has seen the mark unchanged for :data:`LOST_MARK_AGE`. The rerun's claim
         deletes its mark; one left over (the rerun found the firing done, a claim collected) would
         otherwise stay for ever. Each delete is a compare-and-swap on the mark and on the claim as
         read, so a mark written or a claim changed since goes nowhere."""
@@ -527,7 +541,7 @@ class LeaderChores:
             claims = store.txn([], [st.get(keys.claim(job, slot)) for (job, slot), _ in chunk]).ranges
             for ((job, slot), rev), kvs in zip(chunk, claims):
                 kv = kvs[0] if kvs else None
-                if kv is not None and Claim.parse(job, slot, kv.value, kv.mod_revision).state in UNFINISHED:
+                if job in specs and kv is not None and Claim.parse(job, slot, kv.value, kv.mod_revision).state in UNFINISHED:
                     continue  # still to be run again (or running again): the rerun's claim deletes it
                 ck = keys.claim(job, slot)
                 txns.append(([st.mod_rev(lost_key(job, slot), "==", rev),

@@ -41,6 +41,9 @@ class Changes:
     jobs: set[str] = field(default_factory=set)
     lost: list[Claim] = field(default_factory=list)  # a relist: runs lost while the watch was away
     dead: list[tuple[int, int]] = field(default_factory=list)  # (lease, revision of its death)
+    # (lease, revision) of a node gone from nodes/ whose lease has no mark: a node of a version from
+    # before the marks (a rolling upgrade), whose runs are followed until they end
+    unmarked: list[tuple[int, int]] = field(default_factory=list)
     handed: list[tuple[str, int]] = field(default_factory=list)  # firings their nodes stopped (control/lost)
     control: bool = False
     relisted: bool = False
@@ -55,6 +58,7 @@ class View:
         self.nodes: dict[str, dict] = {}
         self.candidates: dict[str, tuple[int, str]] = {}  # key -> (create_revision, node id)
         self.lost_marks: dict[tuple[str, int], int] = {}  # control/lost: (job, slot) -> mod revision
+        self.marked: set[int] = set()  # leases with a leases/ mark
         self.degrade: dict = {}
         self.kills: dict[str, int] = {}  # job -> revision below which its runs must stop
         self.drains: set[str] = set()
@@ -72,7 +76,7 @@ class View:
         running: set[tuple[str, int]] = set()
         with self.lock:
             old_jobs = set(self.jobs)
-            self.jobs.clear(); self.nodes.clear(); self.candidates.clear(); self.lost_marks.clear()
+            self.jobs.clear(); self.nodes.clear(); self.candidates.clear(); self.lost_marks.clear(); self.marked.clear()
             self.degrade = {}
             self.kills.clear(); self.drains.clear(); self.triggers.clear(); self.backfills.clear(); self.runs.clear()
             for kv in kvs:
@@ -104,6 +108,11 @@ class View:
                     ch.control = True
                 elif k.kind is Kind.LEASE and ev.kind == "delete":
                     ch.dead.append((int(k.node, 16), ev.kv.mod_revision))
+                elif k.kind is Kind.NODE and ev.kind == "delete":
+                    lease = (self.nodes.get(k.node) or {}).get("lease")
+                    # a marked lease's death comes as its mark's delete, in the same revision
+                    if isinstance(lease, int) and lease not in self.marked and all(d != lease for d, _ in ch.dead):
+                        ch.unmarked.append((lease, ev.kv.mod_revision))
                 elif k.kind is Kind.LOST and ev.kind == "put":
                     ch.handed.append(k.firing)
                 if ev.kind == "put":
@@ -123,6 +132,8 @@ class View:
                 self.candidates[kv.key] = (kv.create_revision, kv.value.decode())
             elif k.kind is Kind.LOST:
                 self.lost_marks[k.firing] = kv.mod_revision
+            elif k.kind is Kind.LEASE:
+                self.marked.add(int(k.node, 16))
             elif k.kind is Kind.RUNS:
                 self.runs[k.job] = kv.version
             elif k.kind is Kind.DEGRADE:
@@ -147,6 +158,8 @@ class View:
             self.candidates.pop(key, None)
         elif k.kind is Kind.LOST:
             self.lost_marks.pop(k.firing, None)
+        elif k.kind is Kind.LEASE:
+            self.marked.discard(int(k.node, 16))
         elif k.kind is Kind.RUNS:
             self.runs.pop(k.job, None)
         elif k.kind is Kind.DEGRADE:

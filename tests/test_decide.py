@@ -155,3 +155,19 @@ def test_late_ranks_check_only_once_a_node_before_them_has_left():
     assert decide(check, v, Me(late, True)) == [], "every node ranked before it is still there"
     gone = _view(spec, nodes=[n for n in six if n != order[1]])
     assert decide(check, gone, Me(late, True)) == [ClaimNow(spec, gone.job("j")[1], T, owner=False)]
+
+
+def test_view_follows_a_node_that_leaves_without_a_lease_mark():
+    """A node gone from nodes/ whose lease has no mark (a version from before the marks, in a rolling
+    upgrade) is reported for its runs to be followed; a marked node's death is reported once, by its
+    mark's delete."""
+    from etcdcron.store import Event
+    v = _view(make_spec("j", "* * * * * *", builtin="noop"), nodes=())
+    v.apply([Event("put", KV(K.node("old"), b'{"id": "old", "levels": [1], "lease": 17}', 20, 20, 1, 17)),
+             Event("put", KV(K.node("new"), b'{"id": "new", "levels": [1], "lease": 18}', 21, 21, 1, 18)),
+             Event("put", KV(K.lease_mark(18), b"new", 21, 21, 1, 18))], 21)
+    ch = v.apply([Event("delete", KV(K.lease_mark(18), b"", 0, 30, 0, 0)),
+                  Event("delete", KV(K.node("new"), b"", 0, 30, 0, 0)),
+                  Event("delete", KV(K.node("old"), b"", 0, 31, 0, 0))], 31)
+    assert ch.dead == [(18, 30)]
+    assert ch.unmarked == [(17, 31)]

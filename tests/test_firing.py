@@ -309,3 +309,27 @@ def test_claim_that_waited_for_a_claimer_is_shed_not_run_late(fstore, keys, node
     assert shed, "no firing was shed"
     late = [r for r in _ledger(led) if r["start"] - r["slot"] > 1.0]
     assert not late, f"firings claimed and run late instead of being shed: {late}"
+
+
+def test_a_slow_takeover_read_never_sheds_the_owners_firings(fstore, keys, nodes, monkeypatch):
+    """A claim batch reads whether its takeovers are claimed before claiming; a read that etcd holds
+    up (an election) must not make the owner's firings of the batch look late: lateness from etcd
+    never sheds (DESIGN §4.8). Before, the batch's time was taken after the read, and the owner's
+    firing, whose next firing came due meanwhile, was recorded skipped instead of claimed."""
+    node = nodes("n1", levels=(1,))  # the jobs are level 2: its timer leaves them to this test
+    t = int(time.time()) + 2
+    spec = make_spec("own", "* * * * * *", builtin="noop", concurrency="forbid", level=2, active_since=t - 5)
+    rev = _put(fstore, keys, spec)
+    other = make_spec("other", "* * * * * *", builtin="noop", level=2, active_since=t - 5)
+    orev = _put(fstore, keys, other)
+    while time.time() < t + 0.9:  # the owner's firing t: its next one (t + 1) is due in 0.1 s
+        time.sleep(0.01)
+    real = fstore.exists_many
+
+    def slow(keys_):
+        time.sleep(0.4)  # etcd holding the read: the next firing's start passes meanwhile
+        return real(keys_)
+    monkeypatch.setattr(node.store, "exists_many", slow)
+    node.firing.fire_batch([(spec, rev, t, True), (other, orev, t, False)], node.clock.monotonic() - 0.2)
+    rec = _record(fstore, keys, "own", t)
+    assert rec is not None and rec["state"] != "skipped", rec

@@ -442,3 +442,19 @@ def test_collect_drops_stale_hand_over_marks(store, keys):
     node.leader.collect(T0 + 95)
     left = {name for name, s in slots.items() if store.get(keys.lost("tick", s)) is not None}
     assert left == {"waiting", "rerun"}
+
+
+def test_collect_drops_hand_over_marks_of_removed_jobs(store, keys):
+    """Nobody recovers a removed job's interrupted run: its hand-over mark goes after 60 s all the
+    same (it stayed for ever before), while a live job's waiting mark stays."""
+    for name in ("kept", "removed"):
+        store.put(keys.job(name), make_spec(name, "@every 10s", shell="true", active_since=T0 - 100).to_json())
+        store.put(keys.claim(name, int(T0 - 50)), json.dumps({"state": "interrupted", "node": "n"}))
+        store.put(keys.lost(name, int(T0 - 50)), "{}")
+    store.delete(keys.job("removed"))
+    node = _node(store, keys)
+    _load(node)
+    node.leader.collect(T0)
+    node.leader.collect(T0 + 61)
+    assert store.get(keys.lost("kept", int(T0 - 50))) is not None
+    assert store.get(keys.lost("removed", int(T0 - 50))) is None
