@@ -594,8 +594,10 @@ class Firing:
         state = State(result.state)
         if state == State.REFUSED:  # like the other non-runs, its reason says why it did not run
             reason = result.output
-        if state == State.KILLED and held.cancel.reason in ("shutdown", "clock"):
-            state = State.INTERRUPTED  # not the job's doing: it runs again elsewhere (or is recorded lost)
+        if state == State.KILLED and held.cancel.reason in ("shutdown", "clock", "lease_lost"):
+            # not the job's doing: it runs again elsewhere (or is recorded lost). A lease only assumed
+            # lost may still be held by etcd: then this record commits, and must not be final (§4.4)
+            state = State.INTERRUPTED
         record = ClaimRecord.of(state, attempt=attempt, started=tries[0]["started"] if tries else result.started,
                                 ended=result.ended, exit_code=result.exit_code, output=result.output, reason=reason,
                                 killed_by=held.cancel.reason if state in (State.KILLED, State.INTERRUPTED) else None,

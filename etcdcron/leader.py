@@ -35,6 +35,7 @@ log = structlog.get_logger("etcdcron.leader")
 MISSED_SLACK = 2.0  # a firing is judged missed this long after its starting deadline has passed
 KEEP_PER_JOB = 20  # finished claims kept per job beyond the deadline window
 GC_EVERY = 30.0
+FULL_COLLECT_EVERY = 600.0  # seconds between collections that list every job's claims (see collect)
 TICK_EVERY = 30.0  # seconds between the leader's ticks (Keys.ticks)
 MISSED_EVERY = 5.0  # recording a miss is bookkeeping: a few seconds late costs nothing, scanning every job each second does
 LOOKBACK = 3600.0  # on a fresh cluster (no watermark yet) the first leader looks this far back for unrecorded misses
@@ -159,6 +160,8 @@ class LeaderChores:
         self._last_compact = 0.0
         self._compacted = 0
         self._lost_seen: dict[tuple[str, int], tuple[int, float]] = {}  # hand-over mark -> (mod revision, first seen)
+        self._to_collect: set[str] = set()  # jobs whose claims the next collection reads (see collect)
+        self._last_full = float("-inf")  # monotonic: the last collection that read every job's claims
         self.leading = False
         self.behind = False  # the last scan hit a cap: the next one comes at once
 
@@ -210,6 +213,7 @@ class LeaderChores:
         self._token.clear()
         self._all = True
         self._loaded = False
+        self._last_full = float("-inf")  # the first collection of a leadership reads every job's claims
         self._lost_seen.clear()
         self.behind = False
 
@@ -280,6 +284,7 @@ class LeaderChores:
             if found is None:  # removed
                 for known in (self._cursor, self._judged, self._next, self._token):
                     known.pop(name, None)
+                self._to_collect.add(name)  # all of its claims go
                 continue
             spec = found[0]
             self._token.pop(name, None)  # visited: a new visit is booked below, if any
@@ -333,6 +338,8 @@ class LeaderChores:
         recorded = self._record(unclaimed, now)
         judged_at, capped = float("inf"), False
         for spec, horizon, limit, slots in group:
+            if slots:
+                self._to_collect.add(spec.name)  # it has new claims (or records) to collect one day
             if slots and len(slots) == limit:
                 self._cursor[spec.name] = self._judged[spec.name] = slots[-1]
                 judged_at = min(judged_at, slots[-1] + reach(spec))
@@ -412,10 +419,28 @@ class LeaderChores:
         and only those the missed scan has judged; their slots are added to ``collected/<job>`` in
         the same transaction. Then drop the stale hand-over marks (:meth:`_drop_lost_marks`).
 
-        The claims are read from etcd, job by job, never all at once: first their keys (every job's,
-        removed jobs' too), then the values of only the jobs that may have a claim to collect."""
+        The claims are read from etcd, job by job, never all at once: first their keys, then the values
+        of only the jobs that may have a claim to collect. Whose keys: every job's (removed jobs' too)
+        at a leadership's first collection and every :data:`FULL_COLLECT_EVERY`; otherwise only the
+        jobs the missed scan judged firings of since, the removed ones, and those left with claims
+        to collect later. With 1,000,000 registered jobs, listing every job's keys each time cost
+        ~1,000 read round trips per collection (0.25 etcd `Txn` per firing at 200 firings/s) and
+        most of the leader's idle CPU (bench/scale.py)."""
         if not self._loaded:
             self._load()
+        mono = self.node.clock.monotonic()
+        full = mono - self._last_full >= FULL_COLLECT_EVERY
+        todo, self._to_collect = self._to_collect, set()
+        try:
+            done = self._collect(now, None if full else todo)
+        except BaseException:
+            self._to_collect |= todo  # read again next time
+            raise
+        if full:
+            self._last_full = mono
+        return done
+
+    def _collect(self, now: float, only: set[str] | None) -> int:
         view = self.node.view
         with view.lock:
             specs = {name: spec for name, (spec, _) in view.jobs.items()}
@@ -424,7 +449,7 @@ class LeaderChores:
             lost_marks = dict(view.lost_marks)
         deleter = _Deleter(self, specs)
         finished_jobs: set[str] = set()  # jobs with a finished claim: a removed one's mark goes with them
-        for job, finished in self._finished(specs, shielded, now):
+        for job, finished in self._finished(specs, shielded, now, only):
             if finished:
                 finished_jobs.add(job)
             spec = specs.get(job)
@@ -437,6 +462,8 @@ class LeaderChores:
                       and not any(j == job and lo <= s <= hi for j, lo, hi in shielded)]
             for i in range(0, len(doomed), COLLECT_CHUNK):
                 deleter.add(job, doomed[i:i + COLLECT_CHUNK])
+            if spec is not None and len(finished) - len(doomed) > KEEP_PER_JOB:
+                self._to_collect.add(job)  # more go once their window has passed
         # the marks of removed jobs go with their last claims, or alone
         for job in [job for job in self._marks if job not in specs and job not in finished_jobs]:
             deleter.add(job, [])
@@ -458,9 +485,10 @@ class LeaderChores:
         return any(s < old and s <= judged and not any(j == job and lo <= s <= hi for j, lo, hi in shielded)
                    for s in slots)
 
-    def _finished(self, specs: dict, shielded: list, now: float):
-        """(job, ascending slots of its finished claims) for every job whose claims may be collected,
-        read in round trips of up to :data:`VALUE_KEYS` claims (a job with more is read alone, paged)."""
+    def _finished(self, specs: dict, shielded: list, now: float, only: set[str] | None = None):
+        """(job, ascending slots of its finished claims) for every job (of ``only``, if given) whose
+        claims may be collected, read in round trips of up to :data:`VALUE_KEYS` claims (a job with
+        more is read alone, paged)."""
         keys, store = self.node.keys, self.node.store
         pending: list[tuple[str, int]] = []  # (job, how many claims)
         size = 0
@@ -478,7 +506,7 @@ class LeaderChores:
             for (job, _), kvs in zip(batch, store.txn([], ops).ranges):
                 yield job, states(kvs)
 
-        for job, slots in self._claim_keys(specs):
+        for job, slots in self._claim_keys(specs, only):
             if not self._may_collect(job, slots, specs.get(job), shielded, now):
                 continue
             if len(slots) > VALUE_KEYS:
@@ -492,8 +520,9 @@ class LeaderChores:
         if pending:
             yield from read(pending)
 
-    def _claim_keys(self, specs: dict):
-        """(job, ascending slots) of every job with claims, removed jobs' too, from the keys alone.
+    def _claim_keys(self, specs: dict, only: set[str] | None = None):
+        """(job, ascending slots) of every job with claims, removed jobs' too, from the keys alone
+        (``only``: of those jobs alone, one segment each).
 
         ``claims/`` is cut into segments at every :data:`SEGMENT_JOBS`-th known job, each read as one
         Range of at most :data:`SEGMENT_PAGE` keys (a fuller one page by page), :data:`SEGMENTS` per
@@ -502,9 +531,12 @@ class LeaderChores:
         end bounds that count to the segment."""
         keys, store = self.node.keys, self.node.store
         base = keys.claims()
-        starts = sorted(keys.claims(name).encode() for name in specs)[SEGMENT_JOBS::SEGMENT_JOBS]
-        edges = [base.encode(), *starts, st.prefix_end(base)]
-        segments = list(zip(edges, edges[1:]))
+        if only is not None:
+            segments = [(keys.claims(job).encode(), st.prefix_end(keys.claims(job))) for job in sorted(only)]
+        else:
+            starts = sorted(keys.claims(name).encode() for name in specs)[SEGMENT_JOBS::SEGMENT_JOBS]
+            edges = [base.encode(), *starts, st.prefix_end(base)]
+            segments = list(zip(edges, edges[1:]))
 
         def claim_keys():
             for first in range(0, len(segments), SEGMENTS):

@@ -24,7 +24,8 @@ class State(StrEnum):
     KILLED = "killed"
     """Stopped by ``kill``, ``replace`` or ``degrade --kill``."""
     INTERRUPTED = "interrupted"
-    """Stopped by its node's shutdown at the end of the grace (or before it could start): not final.
+    """Stopped by its node's shutdown at the end of the grace, by its node's lease loss, or by its
+    node's clock (before it could start): not final.
     Like a run whose node died, it is run again elsewhere (``--on-node-loss rerun``) or recorded
     ``lost`` (``skip``)."""
     MISSED = "missed"

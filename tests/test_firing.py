@@ -172,6 +172,23 @@ def test_lease_lost_stops_runs_at_once(fstore, keys, nodes, tmp_path):
     assert wait_for(lambda: not _alive(_pid(pidf)), 5), "the run outlived its claim's lease"
 
 
+def test_run_stopped_for_an_assumed_lease_loss_runs_again(fstore, keys, nodes, tmp_path):
+    """A node that must assume its lease is gone (keep-alives unanswered past its deadline) stops its
+    runs at once (§4.7); if etcd still held the lease, the stopped run's record must not be final:
+    it is recorded interrupted and handed over, and runs again (§4.4). Before, it was recorded
+    killed, and the firing never ran again."""
+    attempts = tmp_path / "attempts"
+    _put(fstore, keys, make_spec("long", "@yearly", shell=f"echo $ETCDCRON_ATTEMPT >> {attempts}; exec sleep 60",
+                                 active_since=time.time()))
+    n1 = nodes("n1")
+    Admin(fstore, keys).trigger("long")
+    assert wait_for(lambda: attempts.exists() and attempts.read_text().split() == ["1"], 15)
+    n1._lease_lost(n1.session.lease)  # as the lease watchdog does at its local deadline; etcd still holds it
+    assert wait_for(lambda: attempts.read_text().split() == ["1", "2"], 15), attempts.read_text()
+    states = [c.state for c in Admin(fstore, keys).history("long", 10)]
+    assert "killed" not in states, states
+
+
 def test_refused_trigger_is_consumed(fstore, keys, nodes):
     """A trigger that cannot run (its level is degraded) is answered and removed, never left to fire later."""
     _put(fstore, keys, make_spec("job", "@yearly", builtin="noop", level=2, active_since=time.time()))

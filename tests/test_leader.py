@@ -458,3 +458,25 @@ def test_collect_drops_hand_over_marks_of_removed_jobs(store, keys):
     node.leader.collect(T0 + 61)
     assert store.get(keys.lost("kept", int(T0 - 50))) is not None
     assert store.get(keys.lost("removed", int(T0 - 50))) is None
+
+
+def test_collect_after_the_first_reads_only_jobs_judged_since(store, keys):
+    """A leadership's first collection reads every job's claims; the next ones read only the jobs
+    whose firings the missed scan judged since (and the removed ones): an idle job's claims are left
+    to the full collection every FULL_COLLECT_EVERY. With 1,000,000 registered jobs the full listing
+    cost ~1,000 read round trips at every collection."""
+    from etcdcron import leader
+    for job in ("busy", "idle"):
+        store.put(keys.job(job), make_spec(job, "@every 1s" if job == "busy" else "@yearly", shell="true",
+                                           starting_deadline=10, active_since=T0 - 501).to_json())
+    node = _node(store, keys)
+    _load(node)
+    assert node.leader.collect(T0) == 0  # the first: every job's claims (none yet)
+    _ran(store, keys, "busy", range(int(T0 - 500), int(T0 - 400)))
+    _ran(store, keys, "idle", range(int(T0 - 500), int(T0 - 400)))  # triggers, say: no firing of its schedule
+    node.leader.record_missed(T0 - 389)  # judges busy's firings up to T0 - 400 (all ran)
+    assert node.leader.collect(T0) == 80, "only the judged job's claims were read"
+    assert len(_states(store, keys, "idle")) == 100
+    node.leader._last_full -= leader.FULL_COLLECT_EVERY
+    assert node.leader.collect(T0) == 80, "the full collection reads the idle job too"
+    assert len(_states(store, keys, "idle")) == 20
