@@ -35,7 +35,7 @@ from .leader import LeaderChores
 from .metrics import Metrics
 from .nodes import Session
 from .states import Phase
-from .store import EtcdStore
+from .store import TXN_OPS, EtcdStore
 from .view import Changes, View
 from .workers import Workers
 
@@ -43,7 +43,7 @@ log = structlog.get_logger("etcdcron.node")
 
 SWEEP_EVERY = 2.0  # seconds between sweeps for claims and completions whose answers were lost
 CLAIMERS = 8  # threads that claim the firings due now (apart from the workers that run them)
-CHECK_LINGER = 0.3  # a due takeover check waits this long for others, to read them in one round trip
+CHECK_LINGER = 0.5  # a due takeover check waits this long for others, to read them in one round trip
 
 
 @dataclass
@@ -426,9 +426,12 @@ class Node:
                     self._due(entry, batch)
                 except Exception as exc:  # noqa: BLE001 - the timer must survive any one entry
                     log.error("timer.entry_failed", job=entry.job, slot=entry.slot, error=repr(exc)[:300])
-            # everything due now is claimed in a few round trips, not one per firing
-            for i in range(0, len(batch), BATCH):
-                self.submit(self.firing.fire_batch, batch[i:i + BATCH], self.clock.monotonic(), urgent=True)
+            # everything due now is claimed in a few round trips, not one per firing; the takeovers
+            # apart, as many as one read can check (most are claimed already: few claims follow)
+            owners, takeovers = [b for b in batch if b[3]], [b for b in batch if not b[3]]
+            for group, size in ((owners, BATCH), (takeovers, TXN_OPS)):
+                for i in range(0, len(group), size):
+                    self.submit(self.firing.fire_batch, group[i:i + size], self.clock.monotonic(), urgent=True)
 
     def _take_fires(self, now: float, due: list[Entry]) -> None:
         """Once a claim is due, take with it those due within the claim window, so that firings spread
