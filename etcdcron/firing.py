@@ -37,6 +37,7 @@ from .executor import KILL_GRACE, Cancel, RunContext, RunResult, run_job
 from .jobs import JobSpec
 from .keys import Kind
 from .states import NON_RUNS, Phase, State, Why
+from .view import lost_in
 
 if TYPE_CHECKING:
     from .daemon import Node
@@ -419,8 +420,11 @@ class Firing:
             log.warning("firing.lost_unread", lease=f"{lease:x}", error=str(exc)[:200], then="read again in 1 s")
             node.call_later(1.0, self.find_lost, lease, revision, follow)
             return
-        self.check_lost([k.firing for kv in kvs if kv.lease == lease
-                         and (k := node.keys.parse(kv.key)).kind is Kind.RUNNING], lease if follow else 0)
+        self.check_lost([k.firing for k in self._on_lease(kvs, lease)], lease if follow else 0)
+
+    def _on_lease(self, running: list, lease: int) -> list:
+        """The parsed ``running/`` keys of a listing that live on ``lease``."""
+        return [k for kv in running if kv.lease == lease and (k := self.node.keys.parse(kv.key)).kind is Kind.RUNNING]
 
     def check_lost(self, firings: list[tuple[str, int]], follow: int = 0) -> None:
         """Hand the firings among ``firings`` whose record is unfinished and whose running key is gone
@@ -458,13 +462,8 @@ class Firing:
             log.warning("firing.lost_unread", error=str(exc)[:200], then="read again in 1 s")
             node.call_later(1.0, self.scan_lost)
             return
-        alive = {node.keys.parse(kv.key).firing for kv in runs}
-        for kv in claims:
-            k = node.keys.parse(kv.key)
-            if k.kind is Kind.CLAIM and k.firing not in alive:
-                c = Claim.parse(k.job, k.slot, kv.value, kv.mod_revision)
-                if c.unfinished:
-                    node.retry_recovery(c, 0.0)
+        for c in lost_in([(node.keys.parse(kv.key), kv) for kv in runs + claims]):
+            node.retry_recovery(c, 0.0)
 
     def recover(self, spec: JobSpec, rev: int, old: Claim) -> None:
         node = self.node
@@ -705,8 +704,7 @@ class Firing:
             runs, _ = node.store.get_prefix(node.keys.runnings, keys_only=True)  # the lease comes with the key
         except StoreError:
             return 0
-        mine = [k for kv in runs if kv.lease == lease and (k := node.keys.parse(kv.key)).kind is Kind.RUNNING]
-        candidates = [(k.job, k.slot, found[0]) for k in mine
+        candidates = [(k.job, k.slot, found[0]) for k in self._on_lease(runs, lease)
                       if (found := view.job(k.job)) is not None and not self.local.known(k.job, k.slot)]
         adopted = 0
         for i in range(0, len(candidates), ORPHAN_READS):

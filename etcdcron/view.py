@@ -49,6 +49,21 @@ class Changes:
     relisted: bool = False
 
 
+def lost_in(listing: list[tuple[Parsed, KV]]) -> list[Claim]:
+    """The lost runs of a listing of ``claims/`` and ``running/`` at one revision (each key parsed):
+    records still unfinished whose running key is not listed. A record whose bytes name no
+    unfinished state is not parsed."""
+    claims: list[tuple[Parsed, KV]] = []
+    running: set[tuple[str, int]] = set()
+    for k, kv in listing:
+        if k.kind is Kind.CLAIM and any(m in kv.value for m in _UNFINISHED_MARKS):
+            claims.append((k, kv))
+        elif k.kind is Kind.RUNNING:
+            running.add(k.firing)
+    return [c for k, kv in claims if k.firing not in running
+            and (c := Claim.parse(k.job, k.slot, kv.value, kv.mod_revision)).unfinished]
+
+
 class View:
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
@@ -72,8 +87,7 @@ class View:
     def load(self, kvs: list[KV], revision: int) -> Changes:
         """Replace the view by a listing of the whole prefix; the listing's claims and running keys
         are read for the runs lost meanwhile, not kept."""
-        claims: list[tuple[Parsed, KV]] = []
-        running: set[tuple[str, int]] = set()
+        firings: list[tuple[Parsed, KV]] = []
         with self.lock:
             old_jobs = set(self.jobs)
             self.jobs.clear(); self.nodes.clear(); self.candidates.clear(); self.lost_marks.clear(); self.marked.clear()
@@ -81,19 +95,14 @@ class View:
             self.kills.clear(); self.drains.clear(); self.triggers.clear(); self.backfills.clear(); self.runs.clear()
             for kv in kvs:
                 k = self.keys.parse(kv.key)
-                if k.kind is Kind.CLAIM:
-                    if any(m in kv.value for m in _UNFINISHED_MARKS):
-                        claims.append((k, kv))
-                elif k.kind is Kind.RUNNING:
-                    running.add(k.firing)
+                if k.kind in (Kind.CLAIM, Kind.RUNNING):
+                    firings.append((k, kv))
                 else:
                     self._put(k, kv)
             self.revision = revision
             if self._changed_jobs is not None:
                 self._changed_jobs = old_jobs | set(self.jobs)
-        lost = [c for k, kv in claims if k.firing not in running
-                and (c := Claim.parse(k.job, k.slot, kv.value, kv.mod_revision)).unfinished]
-        return Changes(jobs=old_jobs | set(self.jobs), lost=lost, control=True, relisted=True)
+        return Changes(jobs=old_jobs | set(self.jobs), lost=lost_in(firings), control=True, relisted=True)
 
     def apply(self, events: list[Event], revision: int) -> Changes:
         ch = Changes()
