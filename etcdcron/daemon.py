@@ -408,8 +408,7 @@ class Node:
                 due: list[Entry] = []
                 while self._heap and self._heap[0].due <= now:
                     due.append(heapq.heappop(self._heap))
-                self._take_fires(now, due)
-                self._take_checks(now, due)
+                paired = self._take_checks(now, due, self._take_fires(now, due))
                 delay = min(self._heap[0].due if self._heap else now + 1.0,
                             self._fires[0].due if self._fires else now + 1.0,
                             self._checks[0].due + CHECK_LINGER if self._checks else now + 1.0) - now
@@ -426,34 +425,51 @@ class Node:
                     self._due(entry, batch)
                 except Exception as exc:  # noqa: BLE001 - the timer must survive any one entry
                     log.error("timer.entry_failed", job=entry.job, slot=entry.slot, error=repr(exc)[:300])
-            # everything due now is claimed in a few round trips, not one per firing; the takeovers
-            # apart, as many as one read can check (most are claimed already: few claims follow)
-            owners, takeovers = [b for b in batch if b[3]], [b for b in batch if not b[3]]
-            for group, size in ((owners, BATCH), (takeovers, TXN_OPS)):
+            # everything due now is claimed in a few round trips, not one per firing. Takeovers alone go
+            # as many as one read can check (most are claimed already: few claims follow); with the
+            # owners' claims, in order, so that a job's takeover precedes its next firing's claim
+            groups = [(batch, BATCH)] if paired else [([b for b in batch if b[3]], BATCH),
+                                                          ([b for b in batch if not b[3]], TXN_OPS)]
+            for group, size in groups:
                 for i in range(0, len(group), size):
                     self.submit(self.firing.fire_batch, group[i:i + size], self.clock.monotonic(), urgent=True)
 
-    def _take_fires(self, now: float, due: list[Entry]) -> None:
+    def _take_fires(self, now: float, due: list[Entry]) -> set[str]:
         """Once a claim is due, take with it those due within the claim window, so that firings spread
         across the second share a round trip; each still runs at its own start time. An at-most-once
         job (``--on-node-loss skip``) is claimed at its start only (see :func:`decide.claim_time`):
-        taking stops at the first of them. Called with the lock held."""
-        fires = self._fires
+        taking stops at the first of them. Returns the ``forbid`` jobs taken (see :meth:`_take_checks`).
+        Called with the lock held."""
+        fires, jobs = self._fires, set()
         if not fires or fires[0].due > now:
-            return
+            return jobs
         horizon = now + self.cfg.claim_window
         while fires and (fires[0].due <= now or (fires[0].due <= horizon and self._ahead_ok(fires[0].job))):
+            if (found := self.view.jobs.get(fires[0].job)) is not None and found[0].concurrency == "forbid":
+                jobs.add(fires[0].job)
             due.append(heapq.heappop(fires))
+        return jobs
 
-    def _take_checks(self, now: float, due: list[Entry]) -> None:
+    def _take_checks(self, now: float, due: list[Entry], claiming: set[str]) -> bool:
         """Once the first takeover check has waited :data:`CHECK_LINGER`, take every check due by now:
         whether their firings are claimed is read in one round trip (spread firings would otherwise
-        cost a read each). A takeover a little late is harmless; one made early would not be.
-        Called with the lock held."""
+        cost a read each). A takeover a little late is harmless, but not past its job's next claim:
+        a ``forbid`` job's next firing, claimed first, would have it skipped. So the checks of the
+        ``forbid`` jobs whose claims are taken now (``claiming``), due within the claim window, go
+        with them, ahead of them; True if there are such. Called with the lock held."""
         checks = self._checks
         if checks and checks[0].due + CHECK_LINGER <= now:
             while checks and checks[0].due <= now:
                 due.append(heapq.heappop(checks))
+        if claiming and checks:
+            horizon = now + self.cfg.claim_window
+            paired = [e for e in checks if e.due <= horizon and e.job in claiming]
+            if paired:
+                self._checks = checks = [e for e in checks if not (e.due <= horizon and e.job in claiming)]
+                heapq.heapify(checks)
+                due[:0] = sorted(paired)
+                return True
+        return False
 
     def _ahead_ok(self, job: str) -> bool:
         found = self.view.jobs.get(job)
